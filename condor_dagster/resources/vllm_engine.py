@@ -166,3 +166,16 @@ class VLLMEngineResource(LLMResource):
                         latency_s=elapsed,
                     ),
                 )
+
+
+def shutdown_engines() -> int:
+    """Stop every engine this process loaded (its engine-core process included); returns how
+    many. For test sessions and scripts that want a clean exit before interpreter shutdown."""
+    with _ENGINES_LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    for llm in engines:
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
+    return len(engines)
