@@ -99,8 +99,8 @@ def build_tiny_model(
     tokenizer.model_max_length = max_position_embeddings
     tokenizer.save_pretrained(work)
 
-    eos_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    bos_id = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    eos_id = int(tokenizer.convert_tokens_to_ids("<|im_end|>"))  # type: ignore[arg-type]
+    bos_id = int(tokenizer.convert_tokens_to_ids("<|endoftext|>"))  # type: ignore[arg-type]
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
@@ -114,10 +114,10 @@ def build_tiny_model(
         eos_token_id=eos_id,
         pad_token_id=bos_id,
         tie_word_embeddings=False,
-        torch_dtype="bfloat16",
     )
+    config.dtype = "bfloat16"  # recorded in config.json; vLLM's dtype="auto" follows it
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model = LlamaForCausalLM(config).to(dtype=torch.bfloat16)  # type: ignore[call-arg]
     model.generation_config.eos_token_id = eos_id
     model.generation_config.bos_token_id = bos_id
     model.save_pretrained(work, safe_serialization=True)

@@ -150,7 +150,7 @@ class LLMResource(dg.ConfigurableResource):
 
         # Identical requests (same key) are generated once.
         todo = list(dict.fromkeys(k for k in keys if k not in found))
-        first_index = {}
+        first_index: dict[str, int] = {}
         for i, key in enumerate(keys):
             first_index.setdefault(key, i)
         stats = GenerationStats()
@@ -208,6 +208,7 @@ class LLMResource(dg.ConfigurableResource):
             if raw is None:
                 raw = fresh.pop(key)
                 found[key] = raw
+            error: str | None
             if raw.finish_reason == "rejected":
                 parsed, error = None, f"rejected: {raw.text}"
             else:
