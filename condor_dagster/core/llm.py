@@ -87,7 +87,9 @@ class LLMRequest:
         schema: type[BaseModel] | None = None,
         sample_index: int = 0,
     ) -> LLMRequest:
-        msgs = tuple(m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in messages)
+        msgs = tuple(
+            m if isinstance(m, ChatMessage) else ChatMessage.model_validate(m) for m in messages
+        )
         if not msgs:
             raise ValueError("a request needs at least one chat message, got none")
         return cls(msgs, sampling or SamplingParams(), schema, sample_index)
