@@ -14,11 +14,15 @@ import os
 
 import dagster as dg
 
+from condor_dagster.assets import CONDOR_ASSETS, TAG_ASSETS, knowledge_tree
 from condor_dagster.assets.llm_smoke import engine_smoke_test
+from condor_dagster.assets.partitions import tags_partitions
+from condor_dagster.assets.sensors import tags_sensor
 from condor_dagster.core.paths import models_dir
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.llm import LLMResource
 from condor_dagster.resources.openai_server import OpenAIServerResource
+from condor_dagster.resources.parquet_io import ParquetIOManager
 from condor_dagster.resources.vllm_engine import VLLMEngineResource
 
 
@@ -46,11 +50,36 @@ def llm_resource_from_env() -> LLMResource:
 engine_smoke_job = dg.define_asset_job(
     "engine_smoke_job",
     selection=[engine_smoke_test],
-    description="Run a small batch through the configured LLM (the demo until Condor lands).",
+    description="Run a small batch through the configured LLM.",
+)
+knowledge_tree_job = dg.define_asset_job(
+    "knowledge_tree_job",
+    selection=[knowledge_tree],
+    description="Grow the World Knowledge Tree; the tags sensor then adds its leaf tags.",
+)
+condor_void_job = dg.define_asset_job(
+    "condor_void_job",
+    selection=TAG_ASSETS,
+    partitions_def=tags_partitions,
+    description="Questions, dedup and draft answers for the selected tag partitions.",
 )
 
+
+def resources_from_env() -> dict[str, object]:
+    return {
+        "llm": llm_resource_from_env(),
+        "embeddings": SentenceTransformerEmbeddings(),
+        "io_manager": ParquetIOManager(base_dir=os.environ.get("CONDOR_ASSETS_DIR") or None),
+    }
+
+
+# The in-process executor runs every step of a run in the run's own process, so the vLLM
+# engine (a process-wide registry) loads once per run, not once per step as it would with the
+# multiprocess executor; batching across partitions keeps the one engine busy instead.
 defs = dg.Definitions(
-    assets=[engine_smoke_test],
-    jobs=[engine_smoke_job],
-    resources={"llm": llm_resource_from_env(), "embeddings": SentenceTransformerEmbeddings()},
+    assets=[*CONDOR_ASSETS, engine_smoke_test],
+    jobs=[knowledge_tree_job, condor_void_job, engine_smoke_job],
+    sensors=[tags_sensor],
+    resources=resources_from_env(),
+    executor=dg.in_process_executor,
 )

@@ -1,0 +1,18 @@
+"""One module per pipeline stage; `CONDOR_ASSETS` lists them in graph order."""
+
+from condor_dagster.assets.deduplicated_questions import deduplicated_questions
+from condor_dagster.assets.draft_answers import draft_answers
+from condor_dagster.assets.knowledge_tree import knowledge_tree
+from condor_dagster.assets.raw_questions import raw_questions
+
+CONDOR_ASSETS = [knowledge_tree, raw_questions, deduplicated_questions, draft_answers]
+TAG_ASSETS = [raw_questions, deduplicated_questions, draft_answers]
+
+__all__ = [
+    "CONDOR_ASSETS",
+    "TAG_ASSETS",
+    "deduplicated_questions",
+    "draft_answers",
+    "knowledge_tree",
+    "raw_questions",
+]

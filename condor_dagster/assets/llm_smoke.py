@@ -4,11 +4,10 @@ It proves the engine end to end (load, chat template, batching, structured outpu
 shows in the UI what every LLM stage reports. The Condor stages reuse `generation_metadata`.
 """
 
-from typing import Any
-
 import dagster as dg
 from pydantic import BaseModel, Field
 
+from condor_dagster.assets.metadata import generation_metadata
 from condor_dagster.core.llm import GenerationStats, LLMRequest, SamplingParams
 from condor_dagster.resources.llm import LLMResource
 
@@ -57,17 +56,6 @@ def smoke_requests(n: int, max_tokens: int) -> list[LLMRequest]:
             )
         )
     return requests
-
-
-def generation_metadata(stats: GenerationStats) -> dict[str, Any]:
-    """The figures every LLM stage shows in the UI."""
-    requests = max(stats.requests, 1)
-    return {
-        **stats.as_metadata(),
-        "parse_failure_rate": round(stats.parse_failures / requests, 4),
-        "truncation_rate": round(stats.truncated / requests, 4),
-        "generation_seconds": round(stats.generation_seconds, 3),
-    }
 
 
 @dg.asset(kinds={"vllm"}, group_name="engine")

@@ -223,6 +223,27 @@ class GenerationStats:
         reason = completion.finish_reason
         self.finish_reasons[reason] = self.finish_reasons.get(reason, 0) + 1
 
+    @classmethod
+    def merged(cls, parts: list[GenerationStats]) -> GenerationStats:
+        """Counters of several calls added up (their generation times too)."""
+        total = cls()
+        for part in parts:
+            for name in (
+                "requests",
+                "cache_hits",
+                "cache_misses",
+                "prompt_tokens",
+                "completion_tokens",
+                "generated_completion_tokens",
+                "parse_failures",
+                "truncated",
+            ):
+                setattr(total, name, getattr(total, name) + getattr(part, name))
+            total.generation_seconds += part.generation_seconds
+            for reason, count in part.finish_reasons.items():
+                total.finish_reasons[reason] = total.finish_reasons.get(reason, 0) + count
+        return total
+
     def as_metadata(self) -> dict[str, Any]:
         return {
             "requests": self.requests,

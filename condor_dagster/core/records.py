@@ -13,11 +13,13 @@ import hashlib
 import json
 import types
 import typing
+from collections.abc import Sequence
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from condor_dagster.core.llm import Completion, LLMRequest
+from condor_dagster.core.taxonomy import TreeNode
 
 TaskType = Literal[
     "role_playing",
@@ -114,6 +116,13 @@ class QuestionTriple(BaseModel):
 
 
 # ---- stored rows -----------------------------------------------------------------------------
+class KnowledgeTreeRow(TreeNode):
+    """knowledge_tree: one node; LLM-made nodes carry the lineage of the call that named them."""
+
+    lineage: Lineage | None = None
+    """None for seed and custom nodes."""
+
+
 class QuestionRow(BaseModel):
     """raw_questions: one question (or one failed attempt at it, with a drop_reason)."""
 
@@ -227,7 +236,7 @@ def arrow_schema(model: type[BaseModel]) -> Any:
     return pa.schema(fields)
 
 
-def rows_to_frame(rows: list[BaseModel], model: type[BaseModel]) -> Any:
+def rows_to_frame(rows: Sequence[BaseModel], model: type[BaseModel]) -> Any:
     """A polars DataFrame with exactly the model's schema (also when `rows` is empty)."""
     import polars as pl
     import pyarrow as pa

@@ -1,0 +1,106 @@
+"""draft_answers[tag]: one answer per kept question (Condor Void)."""
+
+import hashlib
+import json
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from condor_dagster.assets.metadata import generation_metadata, partitioned_frame_metadata
+from condor_dagster.assets.partitions import (
+    inputs_by_partition,
+    output_for_partitions,
+    run_started_at,
+    tags_backfill_policy,
+    tags_partitions,
+)
+from condor_dagster.core.llm import SamplingParams
+from condor_dagster.core.prompts import prompts_sha
+from condor_dagster.core.questions import AnswerJob, answer_job, answer_rows
+from condor_dagster.core.records import DraftAnswerRow, rows_to_frame
+from condor_dagster.resources.llm import LLMResource
+
+
+class DraftAnswersConfig(dg.Config):
+    """Answer generation settings."""
+
+    temperature: float = Field(default=0.7, ge=0.0)
+    """Sampling temperature."""
+    max_tokens: int = Field(default=1024, ge=16)
+    """Completion budget of one answer; longer answers are flagged truncated."""
+
+
+def _code_version() -> str:
+    blob = prompts_sha("answer") + json.dumps(DraftAnswersConfig().model_dump(), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dg.asset(
+    partitions_def=tags_partitions,
+    backfill_policy=tags_backfill_policy(),
+    group_name="condor_void",
+    kinds={"vllm", "parquet"},
+    code_version=_code_version(),
+    check_specs=[
+        dg.AssetCheckSpec("not_empty", asset="draft_answers"),
+        dg.AssetCheckSpec("parents_are_kept_questions", asset="draft_answers"),
+    ],
+)
+def draft_answers(
+    context: dg.AssetExecutionContext,
+    config: DraftAnswersConfig,
+    llm: LLMResource,
+    deduplicated_questions,
+):
+    """Answers with the question id as parent, finish_reason, tokens and a truncation flag."""
+    questions = inputs_by_partition(context, deduplicated_questions)
+    keys = list(context.partition_keys)
+    sampling = SamplingParams(temperature=config.temperature, max_tokens=config.max_tokens)
+    jobs: list[AnswerJob] = [
+        answer_job(
+            question_id=row["id"],
+            tag_id=row["tag_id"],
+            tag_path=row["tag_path"],
+            task=row["task"],
+            difficulty=row["difficulty"],
+            language=row["language"],
+            question=row["text"],
+            sampling=sampling,
+        )
+        for key in keys
+        for row in questions[key].filter(pl.col("kept")).iter_rows(named=True)
+    ]
+    context.log.info(f"draft_answers: {len(jobs)} questions across {len(keys)} tag partitions")
+    result = llm.generate(
+        [job.request for job in jobs],
+        progress=lambda done, total, _: context.log.info(f"draft_answers: {done}/{total} done"),
+    )
+    rows = answer_rows(
+        jobs, result.completions, run_id=context.run.run_id, now=run_started_at(context)
+    )
+    by_tag: dict[str, list[DraftAnswerRow]] = {k: [] for k in keys}
+    for row in rows:
+        by_tag[row.tag_id].append(row)
+    frames = {k: rows_to_frame(by_tag[k], DraftAnswerRow) for k in keys}
+
+    kept_ids = {k: set(questions[k].filter(pl.col("kept"))["id"].to_list()) for k in keys}
+    orphans = {k: sorted(set(f["parent_id"].to_list()) - kept_ids[k]) for k, f in frames.items()}
+    orphans = {k: v for k, v in orphans.items() if v}
+    empty = [k for k, f in frames.items() if f.height == 0]
+    yield dg.Output(
+        output_for_partitions(frames),
+        metadata={
+            **partitioned_frame_metadata(frames, ["tag_path", "difficulty", "truncated", "answer"]),
+            **generation_metadata(result.stats),
+            "truncated_answers": sum(r.truncated for r in rows),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="not_empty", passed=not empty, metadata={"empty_partitions": empty}
+    )
+    yield dg.AssetCheckResult(
+        check_name="parents_are_kept_questions",
+        passed=not orphans,
+        metadata={"answers_without_kept_parent": {k: len(v) for k, v in orphans.items()}},
+    )

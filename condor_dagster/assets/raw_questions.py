@@ -1,0 +1,130 @@
+"""raw_questions[tag]: 7 task types x (easy, medium, hard) per tag (Condor Void)."""
+
+import hashlib
+import json
+from collections import Counter
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from condor_dagster.assets.metadata import generation_metadata, partitioned_frame_metadata
+from condor_dagster.assets.partitions import (
+    output_for_partitions,
+    run_started_at,
+    tags_backfill_policy,
+    tags_partitions,
+)
+from condor_dagster.core.llm import SamplingParams
+from condor_dagster.core.prompts import prompts_sha
+from condor_dagster.core.questions import Tag, question_jobs, question_rows
+from condor_dagster.core.records import QuestionRow, rows_to_frame
+from condor_dagster.resources.llm import LLMResource
+
+
+class RawQuestionsConfig(dg.Config):
+    """Question generation settings."""
+
+    samples_per_task: int = Field(default=1, ge=1, le=50)
+    """Generations per (tag, task); each yields an easy/medium/hard triple."""
+    temperature: float = Field(default=0.8, ge=0.0)
+    """Sampling temperature."""
+    max_tokens: int = Field(default=512, ge=16)
+    """Completion budget of one request (three questions)."""
+    structured_output: bool = True
+    """JSON schema output; False parses the "[Easy] ... [Medium] ... [Hard] ..." text form
+    (for backends without structured output)."""
+    max_parse_failure_rate: float = Field(default=0.5, ge=0.0, le=1.0)
+    """The check fails for a partition whose share of failed generations is above this."""
+
+
+def _code_version() -> str:
+    blob = prompts_sha("questions") + json.dumps(RawQuestionsConfig().model_dump(), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def tags_from_tree(tree: pl.DataFrame, keys: list[str]) -> list[Tag]:
+    """The leaf tags named by `keys`; a key not among the tree's leaves is an error that says
+    the tag left the taxonomy."""
+    leaves = tree.filter(pl.col("is_leaf") & pl.col("node_id").is_in(keys))
+    found = {row["node_id"]: row for row in leaves.iter_rows(named=True)}
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise ValueError(
+            f"tag partitions {missing} are not leaves of the latest knowledge_tree (removed from "
+            "the taxonomy, or the tree was rebuilt); rematerialize knowledge_tree or drop them"
+        )
+    return [Tag(k, found[k]["path_text"], found[k]["language"]) for k in keys]
+
+
+@dg.asset(
+    partitions_def=tags_partitions,
+    backfill_policy=tags_backfill_policy(),
+    group_name="condor_void",
+    kinds={"vllm", "parquet"},
+    code_version=_code_version(),
+    check_specs=[
+        dg.AssetCheckSpec("not_empty", asset="raw_questions"),
+        dg.AssetCheckSpec("parse_failure_rate_below_bound", asset="raw_questions"),
+    ],
+)
+def raw_questions(
+    context: dg.AssetExecutionContext,
+    config: RawQuestionsConfig,
+    llm: LLMResource,
+    knowledge_tree: pl.DataFrame,
+):
+    """Questions per tag; failed generations are kept as rows with a drop_reason."""
+    keys = list(context.partition_keys)
+    tags = tags_from_tree(knowledge_tree, keys)
+    sampling = SamplingParams(temperature=config.temperature, max_tokens=config.max_tokens)
+    jobs = question_jobs(tags, config.samples_per_task, sampling, config.structured_output)
+    context.log.info(f"raw_questions: {len(jobs)} requests for {len(keys)} tag partitions")
+    result = llm.generate(
+        [job.request for job in jobs],
+        progress=lambda done, total, _: context.log.info(f"raw_questions: {done}/{total} done"),
+    )
+    rows = question_rows(
+        jobs,
+        result.completions,
+        structured=config.structured_output,
+        run_id=context.run.run_id,
+        now=run_started_at(context),
+    )
+    by_tag: dict[str, list[QuestionRow]] = {k: [] for k in keys}
+    for row in rows:
+        by_tag[row.tag_id].append(row)
+    frames = {k: rows_to_frame(by_tag[k], QuestionRow) for k in keys}
+
+    failure_rate = {
+        k: round(
+            f.filter(pl.col("drop_reason").is_in(["parse_failed", "truncated"])).height
+            / max(f.height, 1),
+            4,
+        )
+        for k, f in frames.items()
+    }
+    over_bound = {k: r for k, r in failure_rate.items() if r > config.max_parse_failure_rate}
+    empty = [k for k, f in frames.items() if f.filter(pl.col("drop_reason").is_null()).height == 0]
+    yield dg.Output(
+        output_for_partitions(frames),
+        metadata={
+            **partitioned_frame_metadata(frames, ["tag_path", "task", "difficulty", "text"]),
+            **generation_metadata(result.stats),
+            "drop_reasons": dict(Counter(r.drop_reason or "kept" for r in rows)),
+        },
+    )
+    yield dg.AssetCheckResult(
+        check_name="not_empty",
+        passed=not empty,
+        metadata={"partitions_without_usable_questions": empty},
+    )
+    yield dg.AssetCheckResult(
+        check_name="parse_failure_rate_below_bound",
+        passed=not over_bound,
+        metadata={
+            "bound": config.max_parse_failure_rate,
+            "worst_rate": max(failure_rate.values(), default=0.0),
+            "partitions_over_bound": over_bound,
+        },
+    )

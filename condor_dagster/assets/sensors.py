@@ -1,0 +1,82 @@
+"""tags_sensor: keeps the "tags" partitions in step with the latest knowledge_tree.
+
+It adds new leaf tags, never re-requests existing ones, reports (never deletes) tags that left
+the tree, and, when `CONDOR_SENSOR_REQUESTS_RUNS` is on (default), requests runs for just the
+new partitions: an incremental backfill, in ranges of at most max_partitions_per_run tags.
+"""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from condor_dagster.assets.partitions import max_partitions_per_run, tags_partitions
+from condor_dagster.core.paths import data_dir
+
+# The per-tag assets a new tag needs; sft_dataset (unpartitioned) is left to the user.
+NEW_TAG_ASSETS = ["raw_questions", "deduplicated_questions", "draft_answers"]
+
+
+def knowledge_tree_path() -> Path:
+    return Path(os.environ.get("CONDOR_ASSETS_DIR") or data_dir() / "assets") / (
+        "knowledge_tree.parquet"
+    )
+
+
+def leaf_tag_ids(path: Path) -> list[str]:
+    """Leaf node ids of a knowledge_tree file, in tree order (stable partition order)."""
+    tree = pl.read_parquet(path, columns=["node_id", "is_leaf"])
+    return tree.filter(pl.col("is_leaf"))["node_id"].to_list()
+
+
+def tag_changes(leaves: list[str], existing: list[str]) -> tuple[list[str], list[str]]:
+    """(new tags in tree order, tags no longer in the tree)."""
+    known = set(existing)
+    current = set(leaves)
+    return [t for t in leaves if t not in known], [t for t in existing if t not in current]
+
+
+def partition_ranges(keys: list[str], size: int) -> list[tuple[str, str]]:
+    """Consecutive (first, last) key ranges of at most `size` keys; new dynamic partitions are
+    appended in order, so each range covers exactly the keys it lists."""
+    return [(keys[i], keys[min(i + size, len(keys)) - 1]) for i in range(0, len(keys), size)]
+
+
+@dg.sensor(
+    minimum_interval_seconds=30,
+    asset_selection=NEW_TAG_ASSETS,
+    description="Adds the latest knowledge_tree's new leaf tags as partitions and backfills them.",
+)
+def tags_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    path = knowledge_tree_path()
+    if not path.exists():
+        return dg.SkipReason(f"no knowledge_tree yet at {path}; materialize knowledge_tree")
+    existing = list(context.instance.get_dynamic_partitions(tags_partitions.name or "tags"))
+    new, removed = tag_changes(leaf_tag_ids(path), existing)
+    if removed:
+        # Their files and history stay: deleting data is the user's decision.
+        context.log.warning(
+            f"{len(removed)} tag partitions are no longer leaves of knowledge_tree and were kept: "
+            f"{removed[:20]}{' ...' if len(removed) > 20 else ''}"
+        )
+    if not new:
+        return dg.SkipReason(f"no new tags ({len(existing)} known, {len(removed)} removed)")
+    runs = []
+    if os.environ.get("CONDOR_SENSOR_REQUESTS_RUNS", "1") != "0":
+        for first, last in partition_ranges(new, max_partitions_per_run()):
+            runs.append(
+                dg.RunRequest(
+                    run_key=f"new-tags:{first}:{last}",
+                    asset_selection=[dg.AssetKey(a) for a in NEW_TAG_ASSETS],
+                    tags={
+                        "dagster/asset_partition_range_start": first,
+                        "dagster/asset_partition_range_end": last,
+                    },
+                )
+            )
+    context.log.info(f"adding {len(new)} new tags; requesting {len(runs)} runs")
+    return dg.SensorResult(
+        dynamic_partitions_requests=[tags_partitions.build_add_request(new)],
+        run_requests=runs,
+    )

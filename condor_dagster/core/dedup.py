@@ -1,0 +1,309 @@
+"""Deterministic exact and semantic near-duplicate decisions for generated texts.
+
+Pure logic: no dagster, and faiss is imported only inside the search functions.
+
+Decision rule (both kinds): rows are processed in ascending id order (plain string order) and
+a row is dropped only in favour of a row that comes earlier in that order and is itself kept.
+So the outcome depends only on the set of (id, text, embedding) rows, never on the order in
+which rows arrive (materialization order, partition order, shuffles).
+
+- Exact: texts are compared after `normalize_for_exact`; among equal texts the smallest id is
+  kept. A text that normalizes to "" is dropped as "empty_text".
+- Near: embeddings are L2-normalised, so cosine similarity is the inner product. A row is
+  dropped as "near_duplicate" of the earlier *kept* row with the highest similarity
+  >= threshold (ties: the smaller id); with no such row it is kept. Chains do not collapse:
+  with A~B, B~C but A!~C, B goes (duplicate of A) and C stays, because C's only match B was
+  dropped. Every dropped row is within the threshold of its kept `duplicate_of`, and no two
+  kept rows are (for the exact index; the approximate one can miss pairs).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+DropReason = Literal["exact_duplicate", "near_duplicate", "empty_text"]
+IndexKind = Literal["auto", "flat", "ivf"]
+
+# Query rows per FAISS call: bounds the memory of one range-search result.
+_QUERY_BLOCK = 4096
+# Embeddings must be unit length for inner product to be cosine; sentence-transformers'
+# normalised float32 output is within ~1e-6.
+_NORM_TOLERANCE = 1e-3
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class DedupDecision:
+    """What happened to one input row, and why."""
+
+    id: str
+    kept: bool
+    reason: DropReason | None = None
+    duplicate_of: str | None = None
+    similarity: float | None = None
+    """Cosine similarity to `duplicate_of` (1.0 for an exact duplicate)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NearDuplicateResult:
+    """Near-duplicate decisions in input order, and the FAISS index that found them."""
+
+    decisions: list[DedupDecision]
+    index_kind: Literal["flat", "ivf"]
+
+
+def normalize_for_exact(text: str) -> str:
+    """Canonical form for exact matching: NFKC, casefold, single spaces, no end punctuation.
+
+    "What is AI?" and "what is  ai" both become "what is ai"; inner punctuation stays.
+    """
+    # NFKC again after casefold: casefolding can leave non-normalised sequences.
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    collapsed = _WHITESPACE.sub(" ", folded)
+    start, end = 0, len(collapsed)
+    while start < end and _is_end_trimmable(collapsed[start]):
+        start += 1
+    while end > start and _is_end_trimmable(collapsed[end - 1]):
+        end -= 1
+    return collapsed[start:end]
+
+
+def _is_end_trimmable(char: str) -> bool:
+    return char.isspace() or unicodedata.category(char).startswith("P")
+
+
+def find_exact_duplicates(ids: Sequence[str], texts: Sequence[str | None]) -> list[DedupDecision]:
+    """Exact-duplicate and empty-text decisions, in input order (None counts as empty)."""
+    _check_ids(ids)
+    if len(texts) != len(ids):
+        raise ValueError(f"got {len(ids)} ids but {len(texts)} texts")
+    normalized = [normalize_for_exact(text) if text is not None else "" for text in texts]
+    keeper_by_text: dict[str, str] = {}
+    for row_id, norm in zip(ids, normalized, strict=True):
+        if norm and (norm not in keeper_by_text or row_id < keeper_by_text[norm]):
+            keeper_by_text[norm] = row_id
+    decisions = []
+    for row_id, norm in zip(ids, normalized, strict=True):
+        if not norm:
+            decisions.append(DedupDecision(row_id, kept=False, reason="empty_text"))
+        elif keeper_by_text[norm] == row_id:
+            decisions.append(DedupDecision(row_id, kept=True))
+        else:
+            decisions.append(
+                DedupDecision(
+                    row_id,
+                    kept=False,
+                    reason="exact_duplicate",
+                    duplicate_of=keeper_by_text[norm],
+                    similarity=1.0,
+                )
+            )
+    return decisions
+
+
+def find_near_duplicates(
+    ids: Sequence[str],
+    embeddings: npt.ArrayLike,
+    threshold: float,
+    *,
+    exact_search_max: int = 200_000,
+    index_kind: IndexKind = "auto",
+    nprobe: int = 16,
+) -> NearDuplicateResult:
+    """Near-duplicate decisions (see the module docstring) for L2-normalised embeddings.
+
+    `index_kind="auto"` searches exhaustively (`IndexFlatIP` range search) up to
+    `exact_search_max` rows and with an inverted-file index (`IndexIVFFlat`, `nprobe` lists
+    probed per query) above; "flat" or "ivf" force one. Both are range searches, so a large
+    duplicate cluster is never cut at some k; IVF may miss pairs whose vectors fall in
+    lists that are not probed, which keeps a duplicate (never drops a non-duplicate).
+    """
+    _check_ids(ids)
+    _check_threshold(threshold)
+    vectors = _check_embeddings(ids, embeddings)
+    if index_kind not in ("auto", "flat", "ivf"):
+        raise ValueError(f"index_kind must be 'auto', 'flat' or 'ivf', got {index_kind!r}")
+    if nprobe < 1:
+        raise ValueError(f"nprobe must be >= 1, got {nprobe}")
+    n = len(ids)
+    kind: Literal["flat", "ivf"] = (
+        index_kind if index_kind != "auto" else ("flat" if n <= exact_search_max else "ivf")
+    )
+    # Work in ascending id order so every FAISS call sees the same matrices whatever the input
+    # order: float results (and so threshold decisions) are then bit-identical.
+    order = sorted(range(n), key=ids.__getitem__)
+    sorted_vectors = vectors[order] if n else vectors
+    duplicate_of, similarity = _greedy_near_duplicates(sorted_vectors, threshold, kind, nprobe)
+
+    decisions: list[DedupDecision | None] = [None] * n
+    for rank, row in enumerate(order):
+        earlier = int(duplicate_of[rank])
+        if earlier < 0:
+            decisions[row] = DedupDecision(ids[row], kept=True)
+        else:
+            decisions[row] = DedupDecision(
+                ids[row],
+                kept=False,
+                reason="near_duplicate",
+                duplicate_of=ids[order[earlier]],
+                similarity=float(similarity[rank]),
+            )
+    return NearDuplicateResult([d for d in decisions if d is not None], kind)
+
+
+def deduplicate(
+    ids: Sequence[str],
+    texts: Sequence[str | None],
+    embeddings: npt.ArrayLike,
+    threshold: float,
+    *,
+    exact_search_max: int = 200_000,
+    index_kind: IndexKind = "auto",
+    nprobe: int = 16,
+) -> list[DedupDecision]:
+    """Exact decisions first, then near-duplicate decisions among the rows still kept.
+
+    `embeddings` is row-aligned with `ids`; rows of texts dropped as exact or empty are never
+    searched (their vectors may be anything finite, e.g. zeros). Decisions in input order.
+    """
+    _check_ids(ids)
+    _check_threshold(threshold)
+    vectors = _check_embeddings(ids, embeddings, require_unit=False)
+    exact = find_exact_duplicates(ids, texts)
+    survivors = [row for row, decision in enumerate(exact) if decision.kept]
+    near = find_near_duplicates(
+        [ids[row] for row in survivors],
+        vectors[survivors],
+        threshold,
+        exact_search_max=exact_search_max,
+        index_kind=index_kind,
+        nprobe=nprobe,
+    )
+    decisions = list(exact)
+    for row, decision in zip(survivors, near.decisions, strict=True):
+        decisions[row] = decision
+    return decisions
+
+
+def _greedy_near_duplicates(
+    vectors: np.ndarray, threshold: float, kind: Literal["flat", "ivf"], nprobe: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """For rows already in id order: index of the kept row each is a duplicate of (-1: kept).
+
+    The index grows block by block and each block queries only rows up to its own end, so a
+    pair is scored once (from its later row) and the search does half of the n x n work.
+    """
+    n = len(vectors)
+    duplicate_of = np.full(n, -1, dtype=np.int64)
+    similarity = np.zeros(n, dtype=np.float32)
+    if n < 2:
+        return duplicate_of, similarity
+
+    index = _build_index(vectors, kind, nprobe)
+    # FAISS keeps inner products strictly above the radius; step one float below the threshold
+    # and filter with >= so that a similarity exactly at the threshold counts.
+    limit = np.float32(threshold)
+    radius = float(np.nextafter(limit, np.float32(-np.inf)))
+    kept = np.ones(n, dtype=bool)
+    for start in range(0, n, _QUERY_BLOCK):
+        stop = min(start + _QUERY_BLOCK, n)
+        index.add(vectors[start:stop])
+        lims, sims, neighbours = index.range_search(vectors[start:stop], radius)
+        queries = np.repeat(np.arange(start, stop), np.diff(lims).astype(np.int64))
+        earlier = (neighbours < queries) & (sims >= limit)
+        queries, neighbours, sims = queries[earlier], neighbours[earlier], sims[earlier]
+        # Per query: best similarity first, then the smaller id.
+        by_query = np.lexsort((neighbours, -sims, queries))
+        decided = -1
+        for query, neighbour, sim in zip(
+            queries[by_query].tolist(),
+            neighbours[by_query].tolist(),
+            sims[by_query].tolist(),
+            strict=True,
+        ):
+            if query != decided and kept[neighbour]:
+                kept[query] = False
+                duplicate_of[query] = neighbour
+                similarity[query] = sim
+                decided = query
+    return duplicate_of, similarity
+
+
+def _build_index(vectors: np.ndarray, kind: Literal["flat", "ivf"], nprobe: int) -> Any:
+    """An empty (trained, for IVF) inner-product index for `vectors`."""
+    import faiss
+
+    n, dim = vectors.shape
+    if kind == "flat":
+        return faiss.IndexFlatIP(dim)
+    # About sqrt(n) lists with >= 39 training points each (FAISS's own minimum).
+    nlist = max(1, min(round(math.sqrt(n)), n // 39))
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    # Train on an evenly spaced sample (not random) so the index is a pure function of the
+    # id-ordered input; 64 points per list is plenty for k-means and keeps training quick.
+    sample = vectors[np.linspace(0, n - 1, num=min(n, 64 * nlist), dtype=np.int64)]
+    index.train(sample)
+    index.nprobe = min(nprobe, nlist)
+    return index
+
+
+def _check_ids(ids: Sequence[str]) -> None:
+    seen: set[str] = set()
+    for row_id in ids:
+        if not isinstance(row_id, str):
+            raise TypeError(f"ids must be str, got {type(row_id).__name__}: {row_id!r}")
+        if row_id in seen:
+            raise ValueError(f"duplicate id {row_id!r}: every row needs a unique id")
+        seen.add(row_id)
+
+
+def _check_threshold(threshold: float) -> None:
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, numbers.Real)
+        or not 0 < threshold <= 1
+    ):
+        raise ValueError(f"threshold must be a cosine similarity in (0, 1], got {threshold!r}")
+
+
+def _check_embeddings(
+    ids: Sequence[str], embeddings: npt.ArrayLike, *, require_unit: bool = True
+) -> np.ndarray:
+    """Validated float32 C-contiguous (n, d) array; float64 input is converted (a copy)."""
+    array = np.asarray(embeddings)
+    if array.ndim != 2:
+        raise ValueError(f"embeddings must be 2-D (rows, dims), got shape {array.shape}")
+    if array.dtype == np.float64:
+        array = array.astype(np.float32)
+    elif array.dtype != np.float32:
+        raise ValueError(f"embeddings must be float32 (or float64), got {array.dtype}")
+    if array.shape[0] != len(ids):
+        raise ValueError(f"got {len(ids)} ids but {array.shape[0]} embedding rows")
+    if array.shape[0] and array.shape[1] == 0:
+        raise ValueError("embeddings have 0 dimensions")
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        bad = int(np.argmin(finite))
+        raise ValueError(f"embedding of id {ids[bad]!r} has NaN or infinite values")
+    if require_unit and len(array):
+        norms = np.linalg.norm(array, axis=1)
+        off = np.abs(norms - 1.0) > _NORM_TOLERANCE
+        if off.any():
+            bad = int(np.argmax(off))
+            raise ValueError(
+                f"embeddings must be L2-normalised (cosine = inner product); id {ids[bad]!r} "
+                f"has norm {norms[bad]:.6f}"
+            )
+    return np.ascontiguousarray(array)
