@@ -4,8 +4,6 @@ Every input row appears in the output with its decision; embeddings are stored s
 pass at export reuses them instead of embedding again.
 """
 
-import hashlib
-import json
 from collections import Counter
 
 import dagster as dg
@@ -18,6 +16,7 @@ from condor_dagster.assets.partitions import (
     tags_backfill_policy,
     tags_partitions,
 )
+from condor_dagster.core.prompts import code_version
 from condor_dagster.core.question_dedup import dedup_question_frame
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 
@@ -30,8 +29,7 @@ class DedupConfig(dg.Config):
 
 
 def _code_version() -> str:
-    blob = json.dumps(DedupConfig().model_dump(), sort_keys=True) + "dedup-v1"
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return code_version(["dedup-v1"], DedupConfig().model_dump())
 
 
 @dg.asset(

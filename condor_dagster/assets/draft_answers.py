@@ -1,8 +1,5 @@
 """draft_answers[tag]: one answer per kept question (Condor Void)."""
 
-import hashlib
-import json
-
 import dagster as dg
 import polars as pl
 from pydantic import Field
@@ -16,7 +13,7 @@ from condor_dagster.assets.partitions import (
     tags_partitions,
 )
 from condor_dagster.core.llm import SamplingParams
-from condor_dagster.core.prompts import prompts_sha
+from condor_dagster.core.prompts import code_version, prompts_sha
 from condor_dagster.core.questions import AnswerJob, answer_job, answer_rows
 from condor_dagster.core.records import DraftAnswerRow, rows_to_frame
 from condor_dagster.resources.llm import LLMResource
@@ -32,8 +29,7 @@ class DraftAnswersConfig(dg.Config):
 
 
 def _code_version() -> str:
-    blob = prompts_sha("answer") + json.dumps(DraftAnswersConfig().model_dump(), sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return code_version([prompts_sha("answer")], DraftAnswersConfig().model_dump())
 
 
 @dg.asset(

@@ -3,8 +3,6 @@
 Leaf node ids become the "tags" partitions (the sensor in `sensors.py` keeps them in step).
 """
 
-import hashlib
-import json
 from collections import Counter
 
 import dagster as dg
@@ -14,7 +12,7 @@ from pydantic import Field
 from condor_dagster.assets.metadata import frame_metadata, generation_metadata
 from condor_dagster.assets.partitions import run_started_at
 from condor_dagster.core.llm import SamplingParams
-from condor_dagster.core.prompts import prompts_sha
+from condor_dagster.core.prompts import code_version, prompts_sha
 from condor_dagster.core.records import KnowledgeTreeRow, rows_to_frame
 from condor_dagster.core.taxonomy import default_taxonomy_path, load_taxonomy, seed_nodes
 from condor_dagster.core.tree import expand_tree
@@ -46,9 +44,7 @@ class KnowledgeTreeConfig(dg.Config):
 
 
 def _code_version() -> str:
-    defaults = KnowledgeTreeConfig().model_dump()
-    blob = prompts_sha("tree_expand") + json.dumps(defaults, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return code_version([prompts_sha("tree_expand")], KnowledgeTreeConfig().model_dump())
 
 
 @dg.asset(

@@ -1,7 +1,5 @@
 """raw_questions[tag]: 7 task types x (easy, medium, hard) per tag (Condor Void)."""
 
-import hashlib
-import json
 from collections import Counter
 
 import dagster as dg
@@ -16,7 +14,7 @@ from condor_dagster.assets.partitions import (
     tags_partitions,
 )
 from condor_dagster.core.llm import SamplingParams
-from condor_dagster.core.prompts import prompts_sha
+from condor_dagster.core.prompts import code_version, prompts_sha
 from condor_dagster.core.questions import Tag, question_jobs, question_rows
 from condor_dagster.core.records import QuestionRow, rows_to_frame
 from condor_dagster.resources.llm import LLMResource
@@ -39,8 +37,7 @@ class RawQuestionsConfig(dg.Config):
 
 
 def _code_version() -> str:
-    blob = prompts_sha("questions") + json.dumps(RawQuestionsConfig().model_dump(), sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return code_version([prompts_sha("questions")], RawQuestionsConfig().model_dump())
 
 
 def tags_from_tree(tree: pl.DataFrame, keys: list[str]) -> list[Tag]:

@@ -8,6 +8,7 @@ code_version, so editing a prompt marks the partitions built with it as stale.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -81,7 +82,11 @@ def load_prompt(name: str, language: str = "en") -> PromptTemplate:
     resource = files("condor_dagster") / "prompts" / language / f"{name}.yaml"
     if not resource.is_file():
         raise ValueError(f"no prompt template {name!r} for language {language!r} ({resource})")
-    raw = resource.read_bytes()
+    return parse_prompt(resource.read_bytes())
+
+
+def parse_prompt(raw: bytes) -> PromptTemplate:
+    """A template from the bytes of a prompt file; its sha covers every byte."""
     data = yaml.safe_load(raw)
     return PromptTemplate(
         name=data["name"],
@@ -94,9 +99,16 @@ def load_prompt(name: str, language: str = "en") -> PromptTemplate:
 
 
 def prompts_sha(name: str) -> str:
-    """One sha over every language of a template: part of the asset's code_version."""
+    """One sha over every language of a template."""
     joined = "".join(load_prompt(name, lang).sha for lang in LANGUAGES)
     return hashlib.sha256(joined.encode()).hexdigest()[:12]
+
+
+def code_version(prompt_shas: list[str], settings: dict[str, object]) -> str:
+    """An LLM asset's code_version: its prompt templates and default generation settings, so
+    editing either marks the partitions built before as stale in the UI."""
+    blob = json.dumps({"prompts": prompt_shas, "settings": settings}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 _MARKUP = re.compile(r"\[(easy|medium|hard)\]\s*(.*?)(?=\[(?:easy|medium|hard)\]|\Z)", re.I | re.S)

@@ -57,8 +57,7 @@ def expand_tree(
 ) -> TreeExpansion:
     """Grow `seeds` to `depth` levels (root = level 0). `fan_out[level]` children are asked
     for every childless node at `level`; the user's own levels and custom tags are kept as
-    they are and never expanded past what the user gave, except childless seed nodes above
-    the leaf level."""
+    they are; a node with no child other than custom tags is expanded below the leaf level."""
     if depth < 1:
         raise ValueError(f"depth must be >= 1 (1 = roots are the tags), got {depth}")
     if len(fan_out) < depth - 1:
@@ -73,10 +72,14 @@ def expand_tree(
     result = TreeExpansion(nodes=nodes)
 
     for level in range(depth - 1):
+        # Custom (trending) tags hang beside the tree: a root with only custom children is
+        # still expanded.
         frontier = [
             n
             for n in nodes
-            if n.level == level and n.source != "custom" and n.node_id not in children
+            if n.level == level
+            and n.source != "custom"
+            and not any(c.source != "custom" for c in children.get(n.node_id, []))
         ]
         if not frontier:
             continue

@@ -21,6 +21,12 @@ from condor_dagster.resources.llm import LLMResource, SinkFn
 
 _ENGINES: dict[tuple[Any, ...], Any] = {}
 _ENGINES_LOCK = threading.Lock()
+_LOADS = 0
+
+
+def engine_loads() -> int:
+    """How many engines this process has built (tests check a run loads at most one)."""
+    return _LOADS
 
 
 def vllm_version() -> str:
@@ -121,6 +127,8 @@ class VLLMEngineResource(LLMResource):
                 if self.max_num_seqs is not None:
                     kwargs["max_num_seqs"] = self.max_num_seqs
                 engine = LLM(**kwargs)
+                global _LOADS
+                _LOADS += 1
                 _ENGINES[key] = engine
             return engine
 
