@@ -263,7 +263,7 @@ def test_prompt_edit_changes_code_version():
 def test_malformed_taxonomy_fails_with_the_file_and_fix(scripted_world: CondorWorld, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("roots: [Pets\n", encoding="utf-8")
-    with pytest.raises(Exception, match="bad.yaml"):
+    with pytest.raises(Exception, match=r"bad\.yaml"):
         scripted_world.materialize_tree(taxonomy_path=str(bad))
     empty = tmp_path / "empty.yaml"
     empty.write_text("", encoding="utf-8")
