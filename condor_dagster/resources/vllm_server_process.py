@@ -24,6 +24,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def _cpu_safe_args(max_model_len: int) -> list[str]:
+    """Server flags matching the in-process engine's CPU workaround (see vllm_engine)."""
+    from condor_dagster.resources.vllm_engine import is_cpu_build
+
+    if not is_cpu_build():
+        return []
+    return [
+        "--no-enable-chunked-prefill",
+        "--max-num-batched-tokens",
+        str(max(max_model_len, 8192)),
+    ]
+
+
 class VLLMServerProcess:
     """`python -m vllm.entrypoints.openai.api_server` as a child process.
 
@@ -63,6 +76,7 @@ class VLLMServerProcess:
             dtype,
             "--seed",
             str(seed),
+            *_cpu_safe_args(max_model_len),
             *(extra_args or []),
         ]
         self.log_path = Path(log_path) if log_path else None

