@@ -7,6 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from condor_dagster.core.paths import condor_home, data_dir, models_dir
 
@@ -44,6 +45,15 @@ def _dagster_home() -> Path:
     return home
 
 
+def _print_stage(result: Any, node: str, keys: tuple[str, ...]) -> None:
+    for materialization in result.asset_materializations_for_node(node)[:1]:
+        meta = {k: v.value for k, v in materialization.metadata.items()}
+        rows = meta.get("rows_per_partition")
+        figures = [f"partitions={len(rows)}, rows={sum(rows.values())}"] if rows else []
+        figures += [f"{k}={meta[k]}" for k in keys if k in meta]
+        print(f"  {node:>24}: " + ", ".join(figures))
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -54,32 +64,66 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     import dagster as dg
 
+    from condor_dagster.assets.sensors import tags_sensor
     from condor_dagster.definitions import defs
 
-    job = defs.resolve_job_def("engine_smoke_job")
-    run_config = {"ops": {"engine_smoke_test": {"config": {"requests": args.requests}}}}
     began = time.perf_counter()
+    tree_config = {
+        "max_roots": args.roots,
+        "subdomains_per_root": args.fan_out,
+        "leaves_per_subdomain": args.fan_out,
+        "max_tokens": 160,
+    }
     with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(run_config=run_config, instance=instance)
-    if not result.success:
-        print("[demo] the run failed; see the log above", file=sys.stderr)
+        print("[demo] stage 1/2: knowledge_tree (LLM expands the seed roots)", flush=True)
+        tree = defs.resolve_job_def("knowledge_tree_job").execute_in_process(
+            run_config={"ops": {"knowledge_tree": {"config": tree_config}}}, instance=instance
+        )
+        if not tree.success:
+            print("[demo] knowledge_tree failed; see the log above", file=sys.stderr)
+            return 1
+        # What the tags sensor does under the daemon: add the new leaf tags as partitions.
+        sync = tags_sensor(dg.build_sensor_context(instance=instance))
+        if isinstance(sync, dg.SensorResult):
+            for request in sync.dynamic_partitions_requests or []:
+                instance.add_dynamic_partitions("tags", list(request.partition_keys or []))
+        keys = list(instance.get_dynamic_partitions("tags"))[: args.max_tags]
+        print(
+            f"[demo] stage 2/2: raw_questions -> deduplicated_questions -> draft_answers "
+            f"for {len(keys)} tag partitions in one run",
+            flush=True,
+        )
+        void = defs.resolve_job_def("condor_void_job").execute_in_process(
+            instance=instance,
+            tags={
+                "dagster/asset_partition_range_start": keys[0],
+                "dagster/asset_partition_range_end": keys[-1],
+            },
+        )
+    if not void.success:
+        print("[demo] the Condor Void run failed; see the log above", file=sys.stderr)
         return 1
-    materialization = result.asset_materializations_for_node("engine_smoke_test")[0]
-    meta = {k: v.value for k, v in materialization.metadata.items()}
-    print(f"\n[demo] run {result.run_id} succeeded in {time.perf_counter() - began:.1f}s")
-    for key in (
+    print(
+        f"\n[demo] runs {tree.run_id} and {void.run_id} succeeded in "
+        f"{time.perf_counter() - began:.1f}s"
+    )
+    _print_stage(tree, "knowledge_tree", ("leaf_tags", "dropped_names", "requests"))
+    stage_keys = (
+        "dagster/row_count",
         "requests",
         "cache_hits",
-        "cache_misses",
-        "completion_tokens",
         "tokens_per_second",
         "parse_failure_rate",
         "truncation_rate",
-        "engine",
-    ):
-        print(f"  {key:>20}: {meta.get(key)}")
+        "kept",
+        "dropped_by_reason",
+    )
+    for node in ("raw_questions", "deduplicated_questions", "draft_answers"):
+        _print_stage(void, node, stage_keys)
+    print(f"\n[demo] Parquet files: {data_dir() / 'assets'}")
     print(
-        "\nOpen the Dagster UI on the same instance to see the run and its metadata:\n"
+        "[demo] The text comes from a random-weight model: it is noise that proves the machinery."
+        "\n\nOpen the Dagster UI on the same instance to see the assets, lineage and metadata:\n"
         f"  DAGSTER_HOME={home} CONDOR_MODEL={model} .venv/bin/dagster dev -w workspace.yaml\n"
     )
     return 0
@@ -94,8 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     tiny.set_defaults(func=_cmd_tiny_model)
 
-    demo = sub.add_parser("demo", help="build the tiny model if needed and run the main job")
-    demo.add_argument("--requests", type=int, default=32, help="smoke batch size (default 32)")
+    demo = sub.add_parser("demo", help="build the tiny model if needed and run the pipeline")
+    demo.add_argument("--roots", type=int, default=2, help="seed roots to expand (default 2)")
+    demo.add_argument("--fan-out", type=int, default=2, help="children per node (default 2)")
+    demo.add_argument("--max-tags", type=int, default=8, help="tag partitions to run (default 8)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -94,23 +94,31 @@ def test_definitions_name_a_missing_model_and_the_fix(tmp_path):
 
 
 @pytest.mark.engine
-def test_demo_command_runs_the_main_job(tmp_path):
-    """`make demo`'s command on a fresh CONDOR_HOME: builds the model, runs, tells what next."""
+def test_demo_command_runs_the_pipeline(tmp_path):
+    """`make demo`'s command on a fresh CONDOR_HOME: builds the model, grows a tree, runs the
+    Condor Void stages for its tags, and tells the user where things are."""
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k not in ("CONDOR_MODEL", "CONDOR_DATA_DIR")}
     env.update(CONDOR_HOME=str(home), DAGSTER_HOME=str(home / "dagster_home"))
     done = subprocess.run(
-        [str(Path(sys.executable).with_name("condor")), "demo", "--requests", "8"],
+        [str(Path(sys.executable).with_name("condor")), "demo", "--roots", "1", "--max-tags", "2"],
         env=env,
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "succeeded" in done.stdout
-    assert "requests: 8" in done.stdout
-    assert "dagster dev -w workspace.yaml" in done.stdout
-    assert (home / "models" / "tiny" / "config.json").is_file()
+    out = done.stdout
+    assert "succeeded" in out
+    for stage in ("knowledge_tree", "raw_questions", "deduplicated_questions", "draft_answers"):
+        assert f"{stage}: " in out
+    assert "dagster dev -w workspace.yaml" in out and "noise" in out
+    assets = home / "data" / "assets"
+    tags = sorted(p.stem for p in (assets / "raw_questions").glob("*.parquet"))
+    assert 1 <= len(tags) <= 2
+    for stage in ("deduplicated_questions", "draft_answers"):
+        assert sorted(p.stem for p in (assets / stage).glob("*.parquet")) == tags
+    assert (assets / "knowledge_tree.parquet").is_file()
     assert (home / "data" / "llm_cache.sqlite3").is_file()
-    # The run is recorded on the instance the UI will open.
+    # The runs are recorded on the instance the UI will open.
     assert any((home / "dagster_home").rglob("*.db"))

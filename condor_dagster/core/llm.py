@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -173,7 +174,10 @@ class Completion:
 def parse_structured(
     text: str, finish_reason: str, schema: type[BaseModel] | None
 ) -> tuple[BaseModel | None, str | None]:
-    """Validate `text` against `schema`; return (value, None) or (None, reason)."""
+    """Validate `text` against `schema`; return (value, None) or (None, reason).
+
+    Raw control characters inside JSON strings are accepted (and removed from the values):
+    grammar-guided decoders let them through, and they are noise, not a broken answer."""
     if schema is None:
         return None, None
     if finish_reason == "length":
@@ -181,10 +185,36 @@ def parse_structured(
     try:
         return schema.model_validate_json(text), None
     except ValidationError as exc:
+        lenient = (
+            _parse_lenient(text, schema) if exc.errors()[0].get("type") == "json_invalid" else None
+        )
+        if lenient is not None:
+            return lenient, None
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "<root>"
         kind = "invalid_json" if first.get("type") == "json_invalid" else "schema_mismatch"
         return None, f"{kind}: {where}: {first.get('msg')}"
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _strip_controls(value: Any) -> Any:
+    if isinstance(value, str):
+        return _CONTROL.sub("", value)
+    if isinstance(value, list):
+        return [_strip_controls(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _strip_controls(v) for k, v in value.items()}
+    return value
+
+
+def _parse_lenient(text: str, schema: type[BaseModel]) -> BaseModel | None:
+    """JSON with raw control characters in strings (json's strict=False), cleaned."""
+    try:
+        return schema.model_validate(_strip_controls(json.loads(text, strict=False)))
+    except (ValueError, ValidationError):
+        return None
 
 
 @dataclass

@@ -14,9 +14,9 @@ import json
 import types
 import typing
 from collections.abc import Sequence
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from condor_dagster.core.llm import Completion, LLMRequest
 from condor_dagster.core.taxonomy import TreeNode
@@ -104,7 +104,10 @@ class Lineage(BaseModel):
 class TagNames(BaseModel):
     """LLM output of one tree-expansion request."""
 
-    names: list[str] = Field(min_length=1, max_length=12)
+    # Bounded lengths keep guided decoding short: the grammar closes strings and lists early.
+    names: list[Annotated[str, StringConstraints(max_length=80)]] = Field(
+        min_length=1, max_length=12
+    )
 
 
 class QuestionTriple(BaseModel):

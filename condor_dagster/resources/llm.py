@@ -38,6 +38,8 @@ ProgressFn = Callable[[int, int, GenerationStats], None]
 # Backends call this as each completion finishes: (index into the uncached list, completion).
 SinkFn = Callable[[int, RawCompletion], None]
 
+UNCACHED_FINISH_REASONS = frozenset({"rejected", "abort", "error"})
+
 _CACHES: dict[Path, ResponseCache] = {}
 _CACHES_LOCK = threading.Lock()
 
@@ -171,8 +173,9 @@ class LLMResource(dg.ConfigurableResource):
                 running.cache_misses += 1
                 running.generated_completion_tokens += raw.completion_tokens
                 running.generation_seconds = time.perf_counter() - started
-                # Rejected requests are data errors; leave them uncached so a fix reruns them.
-                if raw.finish_reason != "rejected":
+                # Rejected requests are data errors, aborted ones unfinished work: neither is
+                # cached, so a rerun asks again.
+                if raw.finish_reason not in UNCACHED_FINISH_REASONS:
                     pending.append((key, raw))
                 if len(pending) >= self.chunk_size:
                     flush()

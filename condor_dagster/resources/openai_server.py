@@ -26,6 +26,8 @@ from condor_dagster.core.llm import LLMRequest, RawCompletion
 from condor_dagster.resources.llm import LLMBackendError, LLMResource, SinkFn
 
 _RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
+# Finish reasons of a request the server gave up on (vLLM: shutdown, engine error); retried.
+_UNFINISHED_REASONS = {"abort", "error"}
 
 
 class LLMServerError(LLMBackendError):
@@ -132,7 +134,11 @@ class OpenAIServerResource(LLMResource):
             model=card["id"], root=card.get("root"), max_model_len=card.get("max_model_len")
         )
         try:  # vLLM answers /version at the server root; other servers may not.
-            version = httpx.get(f"{self._root_url()}/version", timeout=self.health_timeout_s)
+            version = httpx.get(
+                f"{self._root_url()}/version",
+                headers=self._headers(),
+                timeout=self.health_timeout_s,
+            )
             if version.status_code == 200 and "version" in version.json():
                 info.version = str(version.json()["version"])
                 info.engine = "vllm-server"
@@ -245,14 +251,18 @@ class OpenAIServerResource(LLMResource):
                     data = response.json()
                     choice = data["choices"][0]
                     usage = data.get("usage") or {}
-                    return RawCompletion(
-                        text=choice["message"].get("content") or "",
-                        finish_reason=choice.get("finish_reason") or "unknown",
-                        prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                        completion_tokens=int(usage.get("completion_tokens", 0)),
-                        latency_s=time.perf_counter() - began,
-                    )
-                if response.status_code not in _RETRYABLE_STATUS:
+                    reason = choice.get("finish_reason") or "unknown"
+                    if reason not in _UNFINISHED_REASONS:
+                        return RawCompletion(
+                            text=choice["message"].get("content") or "",
+                            finish_reason=reason,
+                            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                            completion_tokens=int(usage.get("completion_tokens", 0)),
+                            latency_s=time.perf_counter() - began,
+                        )
+                    # vLLM aborts in-flight requests when it shuts down: not a result.
+                    problem = f"HTTP 200 with finish_reason {reason!r}"
+                elif response.status_code not in _RETRYABLE_STATUS:
                     # The server refused this request (too long, bad schema): a data problem.
                     return RawCompletion(
                         text=f"HTTP {response.status_code}: {response.text[:500]}",
@@ -261,7 +271,8 @@ class OpenAIServerResource(LLMResource):
                         completion_tokens=0,
                         latency_s=time.perf_counter() - began,
                     )
-                problem = f"HTTP {response.status_code}"
+                else:
+                    problem = f"HTTP {response.status_code}"
             attempt += 1
             if attempt > self.max_retries:
                 raise LLMServerError(
