@@ -72,7 +72,12 @@ class CondorWorld:
         return result
 
     def materialize_tags(
-        self, keys: list[str], *, raise_on_error: bool = True, llm: LLMResource | None = None
+        self,
+        keys: list[str],
+        *,
+        raise_on_error: bool = True,
+        llm: LLMResource | None = None,
+        run_config: dict[str, Any] | None = None,
     ) -> dg.ExecuteInProcessResult:
         """One run over a range of tag partitions, like one backfill run."""
         resources = dict(self.resources)
@@ -88,6 +93,7 @@ class CondorWorld:
                 "dagster/asset_partition_range_end": keys[-1],
             },
             raise_on_error=raise_on_error,
+            run_config=run_config,
         )
 
     def read(self, asset: str, key: str | None = None) -> pl.DataFrame:

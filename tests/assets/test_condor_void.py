@@ -280,3 +280,32 @@ def test_partition_missing_from_tree_is_a_clear_error(scripted_world: CondorWorl
     world.instance.add_dynamic_partitions("tags", ["gone-tag.12345678"])
     with pytest.raises(Exception, match="not leaves of the latest knowledge_tree"):
         world.materialize_tags(["gone-tag.12345678"])
+
+
+def test_chinese_roots_use_chinese_prompts_and_the_markup_fallback(tmp_path, monkeypatch):
+    rules = [
+        ScriptRule(pattern="子主题", response='{"names": ["犬类训练", "猫咪健康"]}'),
+        ScriptRule(
+            pattern="三个难度",
+            response="[Easy] 小狗怎么学会坐下{seed}？\n[Medium] 如何在一周内训练{seed}？\n"
+            "[Hard] 为什么不同犬种的训练方法{seed}差别很大？",
+        ),
+    ]
+    world = make_world(tmp_path, monkeypatch, scripted_llm(tmp_path / "c.sqlite3", rules=rules))
+    tree_run = world.materialize_tree(
+        languages=["zh"], max_roots=1, subdomains_per_root=2, leaves_per_subdomain=2
+    )
+    assert tree_run.success
+    tree = world.read("knowledge_tree")
+    assert set(tree["language"]) == {"zh"} and tree["path"][0].to_list() == ["婚恋情感"]
+    world.sync_tags()
+    keys = world.tags()
+    assert len(keys) == 4 and all(PARTITION_KEY_PATTERN.match(k) for k in keys)
+    config = {"ops": {"raw_questions": {"config": {"structured_output": False}}}}
+    assert world.materialize_tags(keys, run_config=config).success
+    raw = world.read("raw_questions", keys[0])
+    assert raw["drop_reason"].null_count() == 21  # all parsed from the [Easy] markup
+    assert raw.filter(pl.col("difficulty") == "easy")["text"].str.starts_with("小狗").all()
+    assert raw["lineage"].struct.field("prompt_name").unique().to_list() == ["questions/zh"]
+    answers = world.read("draft_answers", keys[0])
+    assert answers["lineage"].struct.field("prompt_name").unique().to_list() == ["answer/zh"]
