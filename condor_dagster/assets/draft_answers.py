@@ -15,7 +15,7 @@ from condor_dagster.assets.partitions import (
 from condor_dagster.core.llm import SamplingParams
 from condor_dagster.core.prompts import code_version, prompts_sha
 from condor_dagster.core.questions import AnswerJob, answer_job, answer_rows
-from condor_dagster.core.records import DraftAnswerRow, rows_to_frame
+from condor_dagster.core.records import DraftAnswerRow, frames_by_tag
 from condor_dagster.resources.llm import LLMResource
 
 
@@ -75,10 +75,7 @@ def draft_answers(
     rows = answer_rows(
         jobs, result.completions, run_id=context.run.run_id, now=run_started_at(context)
     )
-    by_tag: dict[str, list[DraftAnswerRow]] = {k: [] for k in keys}
-    for row in rows:
-        by_tag[row.tag_id].append(row)
-    frames = {k: rows_to_frame(by_tag[k], DraftAnswerRow) for k in keys}
+    frames = frames_by_tag(rows, keys, DraftAnswerRow)
 
     kept_ids = {k: set(questions[k].filter(pl.col("kept"))["id"].to_list()) for k in keys}
     orphans = {k: sorted(set(f["parent_id"].to_list()) - kept_ids[k]) for k, f in frames.items()}

@@ -16,7 +16,7 @@ from condor_dagster.assets.partitions import (
 from condor_dagster.core.llm import SamplingParams
 from condor_dagster.core.prompts import code_version, prompts_sha
 from condor_dagster.core.questions import Tag, question_jobs, question_rows
-from condor_dagster.core.records import QuestionRow, rows_to_frame
+from condor_dagster.core.records import QuestionRow, frames_by_tag
 from condor_dagster.resources.llm import LLMResource
 
 
@@ -88,10 +88,7 @@ def raw_questions(
         run_id=context.run.run_id,
         now=run_started_at(context),
     )
-    by_tag: dict[str, list[QuestionRow]] = {k: [] for k in keys}
-    for row in rows:
-        by_tag[row.tag_id].append(row)
-    frames = {k: rows_to_frame(by_tag[k], QuestionRow) for k in keys}
+    frames = frames_by_tag(rows, keys, QuestionRow)
 
     failure_rate = {
         k: round(

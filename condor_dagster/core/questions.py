@@ -88,15 +88,8 @@ def question_rows(
     and a drop_reason (parse_failed / truncated), so nothing disappears silently."""
     rows = []
     for job, completion in zip(jobs, completions, strict=True):
-        language = job.tag.prompt_language
-        lineage = Lineage.of(
-            completion,
-            job.request,
-            f"questions/{language}",
-            load_prompt("questions", language).sha,
-            run_id,
-            now,
-        )
+        prompt = load_prompt("questions", job.tag.prompt_language)
+        lineage = Lineage.of(completion, job.request, prompt, run_id, now)
         triple, error = _triple(completion, structured)
         for difficulty in DIFFICULTIES:
             text = (triple or {}).get(difficulty, "").strip()
@@ -160,15 +153,8 @@ def answer_rows(
 ) -> list[DraftAnswerRow]:
     rows = []
     for job, completion in zip(jobs, completions, strict=True):
-        language = "zh" if job.language == "zh" else "en"
-        lineage = Lineage.of(
-            completion,
-            job.request,
-            f"answer/{language}",
-            load_prompt("answer", language).sha,
-            run_id,
-            now,
-        )
+        prompt = load_prompt("answer", "zh" if job.language == "zh" else "en")
+        lineage = Lineage.of(completion, job.request, prompt, run_id, now)
         rows.append(
             DraftAnswerRow(
                 id=content_id("a", job.question_id, completion.text),

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from condor_dagster.core.llm import Completion, LLMRequest
+from condor_dagster.core.prompts import PromptTemplate
 from condor_dagster.core.taxonomy import TreeNode
 
 TaskType = Literal[
@@ -78,14 +79,13 @@ class Lineage(BaseModel):
         cls,
         completion: Completion,
         request: LLMRequest,
-        prompt_name: str,
-        prompt_sha: str,
+        prompt: PromptTemplate,
         run_id: str,
         now: dt.datetime,
     ) -> Lineage:
         return cls(
-            prompt_name=prompt_name,
-            prompt_sha=prompt_sha,
+            prompt_name=prompt.key,
+            prompt_sha=prompt.sha,
             model=completion.model,
             engine=completion.engine,
             engine_version=completion.engine_version,
@@ -126,13 +126,13 @@ class KnowledgeTreeRow(TreeNode):
     """None for seed and custom nodes."""
 
 
-class QuestionRow(BaseModel):
-    """raw_questions: one question (or one failed attempt at it, with a drop_reason)."""
+class TaggedRow(BaseModel):
+    """Fields every per-tag row starts with."""
 
     id: str
-    """Content-addressed question id."""
+    """Content-addressed row id."""
     parent_id: str
-    """The tag node the question was made for."""
+    """The row this one was made from (for questions: the tag node)."""
     tag_id: str
     """Leaf tag id (the partition key)."""
     tag_path: str
@@ -141,10 +141,15 @@ class QuestionRow(BaseModel):
     """One of the 7 Condor task types."""
     difficulty: str
     """easy, medium or hard."""
+    language: str
+    """Language of the prompt and text."""
+
+
+class QuestionRow(TaggedRow):
+    """raw_questions: one question (or one failed attempt at it, with a drop_reason)."""
+
     sample_index: int
     """Which of the samples per (tag, task) this came from."""
-    language: str
-    """Language of the prompt and question."""
     text: str
     """The question; empty when generation failed."""
     drop_reason: str | None
@@ -156,47 +161,41 @@ class QuestionRow(BaseModel):
     lineage: Lineage
 
 
-class DedupQuestionRow(BaseModel):
-    """deduplicated_questions: every raw question with its dedup decision and embedding."""
+class DedupQuestionRow(TaggedRow):
+    """deduplicated_questions: every raw question (same id) with its dedup decision."""
 
-    id: str
-    parent_id: str
-    tag_id: str
-    tag_path: str
-    task: str
-    difficulty: str
-    language: str
     text: str
     kept: bool
     """True when the question goes on to the answer stage."""
     drop_reason: str | None
     """Carried from raw_questions, or exact_duplicate / near_duplicate / empty_text."""
     duplicate_of: str | None
-    """Id of the kept question this one duplicates."""
+    """Id of the question this one duplicates (kept, or itself a duplicate of a kept one)."""
     similarity: float | None
     """Cosine similarity to duplicate_of (1.0 for exact duplicates)."""
     embedding: list[float] | None
-    """L2-normalised embedding, stored for the cross-tag pass (None for unusable rows)."""
+    """L2-normalised embedding, stored for the cross-tag pass (None when not embedded)."""
     embedding_model: str
     """Embedding model id."""
 
 
-class DraftAnswerRow(BaseModel):
-    """draft_answers: one answer per kept question (Condor Void)."""
+class DraftAnswerRow(TaggedRow):
+    """draft_answers: one answer per kept question (Condor Void); parent_id is the question."""
 
-    id: str
-    parent_id: str
-    """The question id."""
-    tag_id: str
-    tag_path: str
-    task: str
-    difficulty: str
-    language: str
     question: str
     answer: str
     truncated: bool
     """The answer hit max_tokens; flagged, filtered at export."""
     lineage: Lineage
+
+
+def frames_by_tag(rows: Sequence[TaggedRow], keys: Sequence[str], model: type[TaggedRow]) -> Any:
+    """{tag_id: DataFrame} for every key, in key order; a key without rows gets an empty frame
+    with the full schema."""
+    grouped: dict[str, list[TaggedRow]] = {k: [] for k in keys}
+    for row in rows:
+        grouped[row.tag_id].append(row)
+    return {k: rows_to_frame(grouped[k], model) for k in keys}
 
 
 # ---- Parquet schema from the models ------------------------------------------------------------

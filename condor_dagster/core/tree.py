@@ -86,17 +86,14 @@ def expand_tree(
         count = fan_out[level]
         requests = [expansion_request(n, count, sampling) for n in frontier]
         completions = generate(requests)
-        prompt_sha = {lang: load_prompt("tree_expand", lang).sha for lang in ("en", "zh")}
         for parent, request, completion in zip(frontier, requests, completions, strict=True):
             if completion.parse_error is not None:
                 reason = "truncated" if completion.truncated else "parse_failed"
                 result.drops.append(TreeDrop(parent.node_id, level + 1, completion.text, reason))
                 continue
             assert isinstance(completion.parsed, TagNames)
-            language = "zh" if parent.language == "zh" else "en"
-            lineage = Lineage.of(
-                completion, request, f"tree_expand/{language}", prompt_sha[language], run_id, now
-            )
+            prompt = load_prompt("tree_expand", "zh" if parent.language == "zh" else "en")
+            lineage = Lineage.of(completion, request, prompt, run_id, now)
             siblings = {sibling_key(c.name) for c in children.get(parent.node_id, [])}
             added = 0
             for raw in completion.parsed.names:
