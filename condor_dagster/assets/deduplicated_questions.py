@@ -13,8 +13,7 @@ from condor_dagster.assets.metadata import partitioned_frame_metadata
 from condor_dagster.assets.partitions import (
     inputs_by_partition,
     output_for_partitions,
-    tags_backfill_policy,
-    tags_partitions,
+    per_tag_asset,
 )
 from condor_dagster.core.prompts import code_version
 from condor_dagster.core.question_dedup import dedup_question_frame
@@ -32,14 +31,7 @@ def _code_version() -> str:
     return code_version(["dedup-v1"], DedupConfig().model_dump())
 
 
-@dg.asset(
-    partitions_def=tags_partitions,
-    backfill_policy=tags_backfill_policy(),
-    group_name="condor_void",
-    kinds={"faiss", "parquet"},
-    code_version=_code_version(),
-    check_specs=[dg.AssetCheckSpec("keeps_questions", asset="deduplicated_questions")],
-)
+@per_tag_asset(kinds={"faiss", "parquet"}, code_version=_code_version(), checks=["keeps_questions"])
 def deduplicated_questions(
     context: dg.AssetExecutionContext,
     config: DedupConfig,

@@ -8,9 +8,8 @@ from condor_dagster.assets.metadata import generation_metadata, partitioned_fram
 from condor_dagster.assets.partitions import (
     inputs_by_partition,
     output_for_partitions,
+    per_tag_asset,
     run_started_at,
-    tags_backfill_policy,
-    tags_partitions,
 )
 from condor_dagster.core.llm import SamplingParams
 from condor_dagster.core.prompts import code_version, prompts_sha
@@ -32,16 +31,10 @@ def _code_version() -> str:
     return code_version([prompts_sha("answer")], DraftAnswersConfig().model_dump())
 
 
-@dg.asset(
-    partitions_def=tags_partitions,
-    backfill_policy=tags_backfill_policy(),
-    group_name="condor_void",
+@per_tag_asset(
     kinds={"vllm", "parquet"},
     code_version=_code_version(),
-    check_specs=[
-        dg.AssetCheckSpec("not_empty", asset="draft_answers"),
-        dg.AssetCheckSpec("parents_are_kept_questions", asset="draft_answers"),
-    ],
+    checks=["not_empty", "parents_are_kept_questions"],
 )
 def draft_answers(
     context: dg.AssetExecutionContext,

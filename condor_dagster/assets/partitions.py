@@ -7,7 +7,7 @@ partition, which the IO manager writes as one Parquet file each.
 
 import datetime as dt
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import dagster as dg
@@ -29,6 +29,24 @@ def tags_backfill_policy() -> dg.BackfillPolicy:
 
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def per_tag_asset(*, kinds: set[str], code_version: str, checks: list[str]) -> Callable[[F], Any]:
+    """@dg.asset for a stage partitioned by tag: multi-partition backfill runs, the Condor
+    group, and in-asset checks named `checks` (the function yields their results)."""
+
+    def decorate(fn: F) -> Any:
+        return dg.asset(
+            partitions_def=tags_partitions,
+            backfill_policy=tags_backfill_policy(),
+            group_name="condor_void",
+            kinds=kinds,
+            code_version=code_version,
+            check_specs=[dg.AssetCheckSpec(name, asset=fn.__name__) for name in checks],
+        )(fn)
+
+    return decorate
 
 
 def inputs_by_partition(context: dg.AssetExecutionContext, value: Any) -> dict[str, Any]:

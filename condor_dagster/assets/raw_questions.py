@@ -9,9 +9,8 @@ from pydantic import Field
 from condor_dagster.assets.metadata import generation_metadata, partitioned_frame_metadata
 from condor_dagster.assets.partitions import (
     output_for_partitions,
+    per_tag_asset,
     run_started_at,
-    tags_backfill_policy,
-    tags_partitions,
 )
 from condor_dagster.core.llm import SamplingParams
 from condor_dagster.core.prompts import code_version, prompts_sha
@@ -54,16 +53,10 @@ def tags_from_tree(tree: pl.DataFrame, keys: list[str]) -> list[Tag]:
     return [Tag(k, found[k]["path_text"], found[k]["language"]) for k in keys]
 
 
-@dg.asset(
-    partitions_def=tags_partitions,
-    backfill_policy=tags_backfill_policy(),
-    group_name="condor_void",
+@per_tag_asset(
     kinds={"vllm", "parquet"},
     code_version=_code_version(),
-    check_specs=[
-        dg.AssetCheckSpec("not_empty", asset="raw_questions"),
-        dg.AssetCheckSpec("parse_failure_rate_below_bound", asset="raw_questions"),
-    ],
+    checks=["not_empty", "parse_failure_rate_below_bound"],
 )
 def raw_questions(
     context: dg.AssetExecutionContext,
