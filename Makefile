@@ -16,7 +16,9 @@ export VLLM_CPU_KVCACHE_SPACE ?= 1
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup test demo check lint format bench lock clean
+LINT_PATHS := condor_dagster tests $(wildcard bench)
+
+.PHONY: setup test demo check format lock clean
 
 setup: $(VENV)/.installed
 
@@ -46,13 +48,13 @@ demo: setup
 	$(BIN)/condor demo
 
 check: setup
-	$(BIN)/ruff check condor_dagster tests bench
-	$(BIN)/ruff format --check condor_dagster tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
 format: setup
-	$(BIN)/ruff check --fix condor_dagster tests bench
-	$(BIN)/ruff format condor_dagster tests bench
+	$(BIN)/ruff check --fix $(LINT_PATHS)
+	$(BIN)/ruff format $(LINT_PATHS)
 
 clean:
 	rm -rf $(CONDOR_HOME) .pytest_cache .ruff_cache .mypy_cache
