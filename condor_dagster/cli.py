@@ -89,11 +89,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 instance.add_dynamic_partitions("tags", list(request.partition_keys or []))
         keys = list(instance.get_dynamic_partitions("tags"))[: args.max_tags]
         print(
-            f"[demo] stage 2/2: raw_questions -> deduplicated_questions -> draft_answers "
-            f"for {len(keys)} tag partitions in one run",
+            f"[demo] stage 2/2: raw_questions -> deduplicated_questions -> draft_answers -> "
+            f"refined_answers for {len(keys)} tag partitions in one run",
             flush=True,
         )
-        void = defs.resolve_job_def("condor_void_job").execute_in_process(
+        void = defs.resolve_job_def("condor_tags_job").execute_in_process(
             instance=instance,
             tags={
                 "dagster/asset_partition_range_start": keys[0],
@@ -101,7 +101,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             },
         )
     if not void.success:
-        print("[demo] the Condor Void run failed; see the log above", file=sys.stderr)
+        print("[demo] the tag run failed; see the log above", file=sys.stderr)
         return 1
     print(
         f"\n[demo] runs {tree.run_id} and {void.run_id} succeeded in "

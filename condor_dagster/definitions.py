@@ -57,11 +57,11 @@ knowledge_tree_job = dg.define_asset_job(
     selection=[knowledge_tree],
     description="Grow the World Knowledge Tree; the tags sensor then adds its leaf tags.",
 )
-condor_void_job = dg.define_asset_job(
-    "condor_void_job",
+condor_tags_job = dg.define_asset_job(
+    "condor_tags_job",
     selection=TAG_ASSETS,
     partitions_def=tags_partitions,
-    description="Questions, dedup and draft answers for the selected tag partitions.",
+    description="Questions, dedup, draft answers and refinement for the selected tags.",
 )
 
 
@@ -78,7 +78,7 @@ def resources_from_env() -> dict[str, object]:
 # multiprocess executor; batching across partitions keeps the one engine busy instead.
 defs = dg.Definitions(
     assets=[*CONDOR_ASSETS, engine_smoke_test],
-    jobs=[knowledge_tree_job, condor_void_job, engine_smoke_job],
+    jobs=[knowledge_tree_job, condor_tags_job, engine_smoke_job],
     sensors=[tags_sensor],
     resources=resources_from_env(),
     executor=dg.in_process_executor,

@@ -4,9 +4,16 @@ from condor_dagster.assets.deduplicated_questions import deduplicated_questions
 from condor_dagster.assets.draft_answers import draft_answers
 from condor_dagster.assets.knowledge_tree import knowledge_tree
 from condor_dagster.assets.raw_questions import raw_questions
+from condor_dagster.assets.refined_answers import refined_answers
 
-CONDOR_ASSETS = [knowledge_tree, raw_questions, deduplicated_questions, draft_answers]
-TAG_ASSETS = [raw_questions, deduplicated_questions, draft_answers]
+CONDOR_ASSETS = [
+    knowledge_tree,
+    raw_questions,
+    deduplicated_questions,
+    draft_answers,
+    refined_answers,
+]
+TAG_ASSETS = [raw_questions, deduplicated_questions, draft_answers, refined_answers]
 
 __all__ = [
     "CONDOR_ASSETS",
@@ -15,4 +22,5 @@ __all__ = [
     "draft_answers",
     "knowledge_tree",
     "raw_questions",
+    "refined_answers",
 ]

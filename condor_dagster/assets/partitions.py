@@ -32,7 +32,9 @@ T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def per_tag_asset(*, kinds: set[str], code_version: str, checks: list[str]) -> Callable[[F], Any]:
+def per_tag_asset(
+    *, kinds: set[str], code_version: str, checks: list[str], group: str = "condor_void"
+) -> Callable[[F], Any]:
     """@dg.asset for a stage partitioned by tag: multi-partition backfill runs, the Condor
     group, and in-asset checks named `checks` (the function yields their results)."""
 
@@ -40,7 +42,7 @@ def per_tag_asset(*, kinds: set[str], code_version: str, checks: list[str]) -> C
         return dg.asset(
             partitions_def=tags_partitions,
             backfill_policy=tags_backfill_policy(),
-            group_name="condor_void",
+            group_name=group,
             kinds=kinds,
             code_version=code_version,
             check_specs=[dg.AssetCheckSpec(name, asset=fn.__name__) for name in checks],

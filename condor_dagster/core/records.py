@@ -118,6 +118,14 @@ class QuestionTriple(BaseModel):
     hard: str = Field(max_length=2000)
 
 
+class Critique(BaseModel):
+    """LLM output of one critique request (Condor's three-part critique)."""
+
+    strengths: list[Annotated[str, StringConstraints(max_length=1000)]] = Field(max_length=10)
+    weaknesses: list[Annotated[str, StringConstraints(max_length=1000)]] = Field(max_length=10)
+    suggestions: list[Annotated[str, StringConstraints(max_length=1000)]] = Field(max_length=10)
+
+
 # ---- stored rows -----------------------------------------------------------------------------
 class KnowledgeTreeRow(TreeNode):
     """knowledge_tree: one node; LLM-made nodes carry the lineage of the call that named them."""
@@ -187,6 +195,42 @@ class DraftAnswerRow(TaggedRow):
     truncated: bool
     """The answer hit max_tokens; flagged, filtered at export."""
     lineage: Lineage
+
+
+class RefineRound(BaseModel):
+    """One critique -> rewrite round of Self-Reflection Refinement."""
+
+    round: int
+    """1 for the first round."""
+    strengths: list[str]
+    weaknesses: list[str]
+    suggestions: list[str]
+    critique_error: str | None
+    """Why the critique could not be used (then the round rewrites nothing)."""
+    critique_lineage: Lineage
+    answer: str | None
+    """The rewritten answer; None when the round stopped after its critique."""
+    answer_error: str | None = None
+    """Why the rewrite was not used (rejected prompt, empty text); the previous answer stands."""
+    truncated: bool
+    """The rewrite hit max_tokens."""
+    answer_lineage: Lineage | None
+
+
+class RefinedAnswerRow(TaggedRow):
+    """refined_answers: a draft after Self-Reflection Refinement; parent_id is the draft id."""
+
+    question: str
+    draft_answer: str
+    answer: str
+    """The final answer: the last rewrite, or the draft when no round rewrote it."""
+    truncated: bool
+    """The final answer hit max_tokens."""
+    rounds: list[RefineRound]
+    """Every round's critique and rewrite, in order."""
+    rounds_run: int
+    stop_reason: str
+    """max_rounds, no_weaknesses (early stop), critique_failed or rewrite_failed."""
 
 
 def frames_by_tag(rows: Sequence[TaggedRow], keys: Sequence[str], model: type[TaggedRow]) -> Any:

@@ -179,13 +179,30 @@ class VLLMEngineResource(LLMResource):
                         ),
                     )
                 )
+            chunk_indices = list(range(start, start + len(chunk)))
+            rejected = self._too_long(engine, chunk, chunk_indices)
+            for index, message in rejected.items():
+                # A prompt over the context is a data problem: a rejected completion, like the
+                # server's HTTP 400, instead of an error that kills the whole batch.
+                sink(index, RawCompletion(message, "rejected", 0, 0, 0.0))
+            kept = [
+                (i, r, p)
+                for i, r, p in zip(chunk_indices, chunk, params, strict=True)
+                if i not in rejected
+            ]
+            if not kept:
+                continue
             began = time.perf_counter()
-            outputs = engine.chat([r.messages_as_dicts() for r in chunk], params, use_tqdm=False)
+            outputs = engine.chat(
+                [r.messages_as_dicts() for _, r, _ in kept],
+                [p for _, _, p in kept],
+                use_tqdm=False,
+            )
             elapsed = time.perf_counter() - began
-            for offset, output in enumerate(outputs):
+            for (index, _, _), output in zip(kept, outputs, strict=True):
                 out = output.outputs[0]
                 sink(
-                    start + offset,
+                    index,
                     RawCompletion(
                         text=out.text,
                         finish_reason=out.finish_reason or "unknown",
@@ -194,6 +211,32 @@ class VLLMEngineResource(LLMResource):
                         latency_s=elapsed,
                     ),
                 )
+
+    def _too_long(
+        self, engine: Any, chunk: Sequence[LLMRequest], indices: list[int]
+    ) -> dict[int, str]:
+        """{index: reason} for requests whose chat prompt alone fills the context. Only
+        prompts that could be that long are tokenized: a token holds at least one UTF-8 byte
+        and a character at most four, so ordinary batches pay nothing."""
+        rejected: dict[int, str] = {}
+        tokenizer = None
+        for index, request in zip(indices, chunk, strict=True):
+            bound = sum(4 * len(m.content) + 16 for m in request.messages)
+            if bound < self.max_model_len:
+                continue
+            tokenizer = tokenizer or engine.get_tokenizer()
+            # Render, then encode: apply_chat_template(tokenize=True) returns a dict in
+            # transformers 5.
+            text = tokenizer.apply_chat_template(
+                request.messages_as_dicts(), tokenize=False, add_generation_prompt=True
+            )
+            ids = tokenizer.encode(text, add_special_tokens=False)
+            if len(ids) >= self.max_model_len:
+                rejected[index] = (
+                    f"prompt of {len(ids)} tokens does not fit max_model_len "
+                    f"({self.max_model_len}); shorten the input or raise max_model_len"
+                )
+        return rejected
 
 
 def shutdown_engines() -> int:

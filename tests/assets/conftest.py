@@ -19,7 +19,15 @@ from condor_dagster.resources.scripted_llm import ScriptedLLMResource, ScriptRul
 
 # Scripted text: two children per expansion plus planted bad names, three distinct questions,
 # and a fixed answer. {seed} makes each request's text its own.
+CRITIQUE_WITH_WEAKNESS = ScriptRule(
+    pattern="Critique the answer",
+    response='{"strengths": ["clear"], "weaknesses": ["no example"], '
+    '"suggestions": ["add an example"]}',
+)
+REWRITE = ScriptRule(pattern="Here is feedback on your answer", response="Improved {seed}.")
 SCRIPTED_RULES = [
+    CRITIQUE_WITH_WEAKNESS,
+    REWRITE,
     ScriptRule(
         pattern="sub-topics",
         response='{"names": ["Alpha {seed}", "Beta {seed}", "alpha {seed}", "123", ""]}',

@@ -82,7 +82,7 @@ def test_whole_chain_in_one_multi_partition_run(scripted_world: CondorWorld):
     checks = {
         (e.asset_key.path[-1], e.check_name): e.passed for e in run.get_asset_check_evaluations()
     }
-    assert all(checks.values()) and len(checks) == 5
+    assert all(checks.values()) and len(checks) == 7
 
 
 def test_incremental_new_root_adds_only_its_tags(tmp_path, monkeypatch):

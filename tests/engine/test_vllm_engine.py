@@ -181,3 +181,19 @@ def test_long_prompts_in_big_batches_do_not_crash_seeded_sampling(engine_setting
     assert len(result) == 160
     assert min(c.prompt_tokens for c in result) > 300
     assert all(c.completion_tokens > 0 for c in result)
+
+
+def test_prompt_longer_than_the_context_is_rejected_not_fatal(engine_settings, tmp_path):
+    """A prompt that alone fills max_model_len becomes a rejected completion with the reason;
+    the rest of the batch is generated and cached, the rejected one is not cached."""
+    long = LLMRequest.chat(
+        [{"role": "user", "content": "word " * 3000}], SamplingParams(max_tokens=8)
+    )
+    cache = tmp_path / "cache.sqlite3"
+    result = engine(engine_settings, cache).generate([*batch(4), long])
+    rejected = result[4]
+    assert rejected.finish_reason == "rejected" and rejected.text == ""
+    assert rejected.parse_error is not None
+    assert "does not fit max_model_len (1024)" in rejected.parse_error
+    assert all(c.finish_reason in {"stop", "length"} for c in result.completions[:4])
+    assert ResponseCache(cache).count() == 4

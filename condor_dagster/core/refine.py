@@ -1,0 +1,178 @@
+"""Self-Reflection Refinement (Condor Refine), pure part.
+
+Each round, for every answer still being refined: the same model critiques it (strengths,
+weaknesses, suggestions), then rewrites it from the question, its previous answer and the
+critique presented as user feedback. All rows' requests of a round go to the engine together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from condor_dagster.core.llm import ChatMessage, Completion, LLMRequest, SamplingParams
+from condor_dagster.core.prompts import load_prompt
+from condor_dagster.core.records import (
+    Critique,
+    Lineage,
+    RefinedAnswerRow,
+    RefineRound,
+    content_id,
+)
+
+GenerateFn = Callable[[Sequence[LLMRequest]], Sequence[Completion]]
+
+
+@dataclass(frozen=True)
+class DraftToRefine:
+    draft_id: str
+    tag_id: str
+    tag_path: str
+    task: str
+    difficulty: str
+    language: str
+    question: str
+    draft_answer: str
+    draft_truncated: bool
+
+
+@dataclass
+class _State:
+    draft: DraftToRefine
+    answer: str
+    truncated: bool = False
+    rounds: list[RefineRound] = field(default_factory=list)
+    stop_reason: str | None = None
+
+    @property
+    def language(self) -> str:
+        return "zh" if self.draft.language == "zh" else "en"
+
+
+def _bullets(items: list[str]) -> str:
+    return "\n".join(f"- {item}" for item in items) or "- (none)"
+
+
+def critique_request(state: _State, sampling: SamplingParams) -> LLMRequest:
+    prompt = load_prompt("critique", state.language)
+    messages = prompt.render(question=state.draft.question, answer=state.answer)
+    return LLMRequest(messages=messages, sampling=sampling, schema=Critique)
+
+
+def refine_request(state: _State, critique: Critique, sampling: SamplingParams) -> LLMRequest:
+    """The conversation Condor describes: question, the model's own answer, then the critique
+    as the user's feedback."""
+    prompt = load_prompt("refine", state.language)
+    system, feedback = prompt.render(
+        strengths=_bullets(critique.strengths),
+        weaknesses=_bullets(critique.weaknesses),
+        suggestions=_bullets(critique.suggestions),
+    )
+    messages = (
+        system,
+        ChatMessage(role="user", content=state.draft.question),
+        ChatMessage(role="assistant", content=state.answer),
+        feedback,
+    )
+    return LLMRequest(messages=messages, sampling=sampling)
+
+
+def refine_answers(
+    drafts: Sequence[DraftToRefine],
+    generate: GenerateFn,
+    *,
+    rounds: int,
+    stop_when_no_weaknesses: bool,
+    critique_sampling: SamplingParams,
+    answer_sampling: SamplingParams,
+    run_id: str,
+    now: dt.datetime,
+) -> list[RefinedAnswerRow]:
+    """Run up to `rounds` critique -> rewrite rounds; one row per draft, in input order."""
+    if rounds < 1:
+        raise ValueError(f"refine rounds must be >= 1, got {rounds}")
+    states = [_State(d, d.draft_answer, d.draft_truncated) for d in drafts]
+    for number in range(1, rounds + 1):
+        active = [s for s in states if s.stop_reason is None]
+        if not active:
+            break
+        critique_requests = [critique_request(s, critique_sampling) for s in active]
+        critiques = generate(critique_requests)
+        to_rewrite: list[tuple[_State, Critique, Lineage]] = []
+        for state, request, completion in zip(active, critique_requests, critiques, strict=True):
+            prompt = load_prompt("critique", state.language)
+            lineage = Lineage.of(completion, request, prompt, run_id, now)
+            critique = completion.parsed if isinstance(completion.parsed, Critique) else None
+            if critique is None:
+                state.rounds.append(_round(number, None, completion.parse_error, lineage))
+                state.stop_reason = "critique_failed"
+            elif stop_when_no_weaknesses and not [w for w in critique.weaknesses if w.strip()]:
+                state.rounds.append(_round(number, critique, None, lineage))
+                state.stop_reason = "no_weaknesses"
+            else:
+                to_rewrite.append((state, critique, lineage))
+        rewrite_requests = [refine_request(s, c, answer_sampling) for s, c, _ in to_rewrite]
+        rewrites = generate(rewrite_requests) if rewrite_requests else []
+        for (state, critique, c_lineage), request, completion in zip(
+            to_rewrite, rewrite_requests, rewrites, strict=True
+        ):
+            prompt = load_prompt("refine", state.language)
+            a_lineage = Lineage.of(completion, request, prompt, run_id, now)
+            if completion.parse_error or not completion.text.strip():
+                # Rejected (prompt too long) or empty: the previous answer stands.
+                error = completion.parse_error or "empty rewrite"
+                state.rounds.append(
+                    _round(number, critique, None, c_lineage, None, a_lineage, answer_error=error)
+                )
+                state.stop_reason = "rewrite_failed"
+                continue
+            state.answer = completion.text
+            state.truncated = completion.truncated
+            state.rounds.append(
+                _round(number, critique, None, c_lineage, completion.text, a_lineage)
+            )
+    return [_row(s) for s in states]
+
+
+def _round(
+    number: int,
+    critique: Critique | None,
+    error: str | None,
+    critique_lineage: Lineage,
+    answer: str | None = None,
+    answer_lineage: Lineage | None = None,
+    answer_error: str | None = None,
+) -> RefineRound:
+    return RefineRound(
+        round=number,
+        strengths=critique.strengths if critique else [],
+        weaknesses=critique.weaknesses if critique else [],
+        suggestions=critique.suggestions if critique else [],
+        critique_error=error,
+        critique_lineage=critique_lineage,
+        answer=answer,
+        answer_error=answer_error,
+        truncated=bool(answer_lineage and answer_lineage.finish_reason == "length"),
+        answer_lineage=answer_lineage,
+    )
+
+
+def _row(state: _State) -> RefinedAnswerRow:
+    d = state.draft
+    return RefinedAnswerRow(
+        id=content_id("r", d.draft_id, [r.answer for r in state.rounds], state.answer),
+        parent_id=d.draft_id,
+        tag_id=d.tag_id,
+        tag_path=d.tag_path,
+        task=d.task,
+        difficulty=d.difficulty,
+        language=d.language,
+        question=d.question,
+        draft_answer=d.draft_answer,
+        answer=state.answer,
+        truncated=state.truncated,
+        rounds=state.rounds,
+        rounds_run=len(state.rounds),
+        stop_reason=state.stop_reason or "max_rounds",
+    )
