@@ -93,23 +93,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"refined_answers for {len(keys)} tag partitions in one run",
             flush=True,
         )
-        void = defs.resolve_job_def("condor_tags_job").execute_in_process(
+        tag_run = defs.resolve_job_def("condor_tags_job").execute_in_process(
             instance=instance,
             tags={
                 "dagster/asset_partition_range_start": keys[0],
                 "dagster/asset_partition_range_end": keys[-1],
             },
         )
-    if not void.success:
+    if not tag_run.success:
         print("[demo] the tag run failed; see the log above", file=sys.stderr)
         return 1
     print(
-        f"\n[demo] runs {tree.run_id} and {void.run_id} succeeded in "
+        f"\n[demo] runs {tree.run_id} and {tag_run.run_id} succeeded in "
         f"{time.perf_counter() - began:.1f}s"
     )
     _print_stage(tree, "knowledge_tree", ("leaf_tags", "dropped_names", "requests"))
     stage_keys = (
-        "dagster/row_count",
         "requests",
         "cache_hits",
         "tokens_per_second",
@@ -117,9 +116,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "truncation_rate",
         "kept",
         "dropped_by_reason",
+        "stop_reasons",
     )
-    for node in ("raw_questions", "deduplicated_questions", "draft_answers"):
-        _print_stage(void, node, stage_keys)
+    for node in ("raw_questions", "deduplicated_questions", "draft_answers", "refined_answers"):
+        _print_stage(tag_run, node, stage_keys)
     print(f"\n[demo] Parquet files: {data_dir() / 'assets'}")
     print(
         "[demo] The text comes from a random-weight model: it is noise that proves the machinery."

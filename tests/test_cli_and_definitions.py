@@ -110,13 +110,14 @@ def test_demo_command_runs_the_pipeline(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "succeeded" in out
-    for stage in ("knowledge_tree", "raw_questions", "deduplicated_questions", "draft_answers"):
+    stages = ("raw_questions", "deduplicated_questions", "draft_answers", "refined_answers")
+    for stage in ("knowledge_tree", *stages):
         assert f"{stage}: " in out
     assert "dagster dev -w workspace.yaml" in out and "noise" in out
     assets = home / "data" / "assets"
     tags = sorted(p.stem for p in (assets / "raw_questions").glob("*.parquet"))
     assert 1 <= len(tags) <= 2
-    for stage in ("deduplicated_questions", "draft_answers"):
+    for stage in stages[1:]:
         assert sorted(p.stem for p in (assets / stage).glob("*.parquet")) == tags
     assert (assets / "knowledge_tree.parquet").is_file()
     assert (home / "data" / "llm_cache.sqlite3").is_file()
