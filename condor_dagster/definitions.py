@@ -14,7 +14,7 @@ import os
 
 import dagster as dg
 
-from condor_dagster.assets import CONDOR_ASSETS, TAG_ASSETS, knowledge_tree
+from condor_dagster.assets import CONDOR_ASSETS, TAG_ASSETS, knowledge_tree, sft_dataset
 from condor_dagster.assets.llm_smoke import engine_smoke_test
 from condor_dagster.assets.partitions import tags_partitions
 from condor_dagster.assets.sensors import tags_sensor
@@ -64,6 +64,12 @@ condor_tags_job = dg.define_asset_job(
     description="Questions, dedup, draft answers and refinement for the selected tags.",
 )
 
+sft_dataset_job = dg.define_asset_job(
+    "sft_dataset_job",
+    selection=[sft_dataset],
+    description="Cross-tag dedup, filters and exports over every materialized tag partition.",
+)
+
 
 def resources_from_env() -> dict[str, object]:
     return {
@@ -78,7 +84,7 @@ def resources_from_env() -> dict[str, object]:
 # multiprocess executor; batching across partitions keeps the one engine busy instead.
 defs = dg.Definitions(
     assets=[*CONDOR_ASSETS, engine_smoke_test],
-    jobs=[knowledge_tree_job, condor_tags_job, engine_smoke_job],
+    jobs=[knowledge_tree_job, condor_tags_job, sft_dataset_job, engine_smoke_job],
     sensors=[tags_sensor],
     resources=resources_from_env(),
     executor=dg.in_process_executor,

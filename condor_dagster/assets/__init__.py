@@ -5,15 +5,10 @@ from condor_dagster.assets.draft_answers import draft_answers
 from condor_dagster.assets.knowledge_tree import knowledge_tree
 from condor_dagster.assets.raw_questions import raw_questions
 from condor_dagster.assets.refined_answers import refined_answers
+from condor_dagster.assets.sft_dataset import sft_dataset
 
-CONDOR_ASSETS = [
-    knowledge_tree,
-    raw_questions,
-    deduplicated_questions,
-    draft_answers,
-    refined_answers,
-]
 TAG_ASSETS = [raw_questions, deduplicated_questions, draft_answers, refined_answers]
+CONDOR_ASSETS = [knowledge_tree, *TAG_ASSETS, sft_dataset]
 
 __all__ = [
     "CONDOR_ASSETS",
@@ -23,4 +18,5 @@ __all__ = [
     "knowledge_tree",
     "raw_questions",
     "refined_answers",
+    "sft_dataset",
 ]

@@ -59,6 +59,7 @@ def refined_answers(
     todo = [
         DraftToRefine(
             draft_id=row["id"],
+            question_id=row["parent_id"],
             tag_id=row["tag_id"],
             tag_path=row["tag_path"],
             task=row["task"],

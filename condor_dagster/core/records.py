@@ -220,6 +220,8 @@ class RefineRound(BaseModel):
 class RefinedAnswerRow(TaggedRow):
     """refined_answers: a draft after Self-Reflection Refinement; parent_id is the draft id."""
 
+    question_id: str
+    """The question the draft answered (its parent)."""
     question: str
     draft_answer: str
     answer: str

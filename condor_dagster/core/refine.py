@@ -27,6 +27,7 @@ GenerateFn = Callable[[Sequence[LLMRequest]], Sequence[Completion]]
 @dataclass(frozen=True)
 class DraftToRefine:
     draft_id: str
+    question_id: str
     tag_id: str
     tag_path: str
     task: str
@@ -163,6 +164,7 @@ def _row(state: _State) -> RefinedAnswerRow:
     return RefinedAnswerRow(
         id=content_id("r", d.draft_id, [r.answer for r in state.rounds], state.answer),
         parent_id=d.draft_id,
+        question_id=d.question_id,
         tag_id=d.tag_id,
         tag_path=d.tag_path,
         task=d.task,

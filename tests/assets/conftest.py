@@ -41,6 +41,10 @@ SCRIPTED_RULES = [
 ]
 
 
+# The smallest tree: one root, one sub-domain, one leaf tag.
+ONE_TAG = {"max_roots": 1, "subdomains_per_root": 1, "leaves_per_subdomain": 1}
+
+
 def scripted_llm(cache: Path, **extra: Any) -> ScriptedLLMResource:
     return ScriptedLLMResource(
         rules=extra.pop("rules", SCRIPTED_RULES),

@@ -9,9 +9,7 @@ from condor_dagster.core.records import Critique
 from condor_dagster.core.refine import DraftToRefine, _State, refine_request
 from condor_dagster.resources.scripted_llm import ScriptRule
 
-from .conftest import REWRITE, SCRIPTED_RULES, CondorWorld, make_world, scripted_llm
-
-ONE_TAG = {"max_roots": 1, "subdomains_per_root": 1, "leaves_per_subdomain": 1}
+from .conftest import ONE_TAG, REWRITE, SCRIPTED_RULES, CondorWorld, make_world, scripted_llm
 
 
 def _one_tag_run(world: CondorWorld, **refine_config: object) -> str:
@@ -84,7 +82,7 @@ def test_unusable_critique_stops_the_row_with_a_reason(tmp_path, monkeypatch):
 
 def test_refine_request_presents_the_critique_as_user_feedback():
     draft = DraftToRefine(
-        "a-1", "t", "Pets > Dogs", "view", "easy", "en", "Why?", "Because.", False
+        "a-1", "q-1", "t", "Pets > Dogs", "view", "easy", "en", "Why?", "Because.", False
     )
     critique = Critique(strengths=["short"], weaknesses=["no reason"], suggestions=["explain"])
     request = refine_request(_State(draft, draft.draft_answer), critique, SamplingParams())

@@ -1,0 +1,272 @@
+"""sft_dataset, pure part: cross-tag dedup over stored embeddings, quality filters, the export
+formats (Parquet with lineage, OpenAI/TRL `messages` JSONL, ShareGPT JSONL) and the card.
+
+Two variants come out of the same question set, so the paper's comparison can be reproduced:
+"refine" (refined answers, Condor Refine) and "void" (draft answers, Condor Void).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from condor_dagster.core.dedup import find_exact_duplicates, find_near_duplicates
+
+VARIANTS = ("refine", "void")
+
+# Refusal and AI-disclaimer phrasing (Kun's rule filters, English and Chinese).
+REFUSAL = re.compile(
+    r"(?i)\b(as an ai( language model)?|i('m| am) (sorry|unable)|i can(no|')t (help|assist|provide"
+    r"|answer)|i cannot (help|assist|provide|answer)|i apologi[sz]e)\b"
+    r"|作为(一个)?(AI|人工智能)|抱歉，?我(无法|不能)|对不起，?我(无法|不能)"
+)
+
+
+@dataclass(frozen=True)
+class SamplesTable:
+    """One row per refined sample with both variants' keep decisions."""
+
+    frame: pl.DataFrame
+    index_kind: str
+
+
+def cross_tag_decisions(
+    samples: pl.DataFrame,
+    embeddings: dict[str, np.ndarray],
+    threshold: float,
+    exact_search_max: int,
+) -> pl.DataFrame:
+    """`question_dup_of` / `question_similarity` per sample: exact then near duplicates of
+    questions across tags, smallest question id kept, using the embeddings stored by
+    deduplicated_questions (nothing is embedded again)."""
+    ids = samples["question_id"].to_list()
+    exact = find_exact_duplicates(ids, samples["question"].to_list())
+    survivors = [i for i, d in enumerate(exact) if d.kept]
+    dim = next((len(v) for v in embeddings.values()), 0)
+    vectors = (
+        np.stack([embeddings[ids[i]] for i in survivors])
+        if survivors
+        else np.zeros((0, dim), np.float32)
+    )
+    near = find_near_duplicates(
+        [ids[i] for i in survivors], vectors, threshold, exact_search_max=exact_search_max
+    )
+    decided = {d.id: d for d in exact}
+    decided.update({d.id: d for d in near.decisions})
+    return samples.with_columns(
+        pl.Series("question_dup_reason", [decided[i].reason for i in ids], pl.String),
+        pl.Series("question_dup_of", [decided[i].duplicate_of for i in ids], pl.String),
+        pl.Series("question_similarity", [decided[i].similarity for i in ids], pl.Float64),
+        pl.lit(near.index_kind).alias("dedup_index"),
+    )
+
+
+def drop_reason(answer: str | None, truncated: bool, finish_reason: str | None) -> str | None:
+    """Why an answer cannot be a training sample, or None."""
+    if finish_reason == "rejected":
+        return "rejected"
+    if answer is None or not answer.strip():
+        return "empty_answer"
+    if truncated:
+        return "truncated"
+    if REFUSAL.search(answer):
+        return "refusal"
+    return None
+
+
+def with_keep_decisions(samples: pl.DataFrame) -> pl.DataFrame:
+    """`drop_reason_<variant>` / `kept_<variant>` for both variants; a cross-tag duplicate
+    question drops both."""
+    out = samples
+    for variant, answer, truncated, finish in (
+        ("refine", "answer", "truncated", "refine_finish_reason"),
+        ("void", "draft_answer", "draft_truncated", "draft_finish_reason"),
+    ):
+        reasons = [
+            "cross_tag_duplicate" if dup else drop_reason(a, t, f)
+            for dup, a, t, f in zip(
+                samples["question_dup_reason"].to_list(),
+                samples[answer].to_list(),
+                samples[truncated].to_list(),
+                samples[finish].to_list(),
+                strict=True,
+            )
+        ]
+        out = out.with_columns(
+            pl.Series(f"drop_reason_{variant}", reasons, pl.String),
+            pl.Series(f"kept_{variant}", [r is None for r in reasons], pl.Boolean),
+        )
+    return out
+
+
+def chat_messages(question: str, answer: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+
+
+def sharegpt(question: str, answer: str) -> list[dict[str, str]]:
+    return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+
+
+def variant_frame(samples: pl.DataFrame, variant: str) -> pl.DataFrame:
+    """The kept samples of a variant: id, the two texts, and every lineage column."""
+    answer = "answer" if variant == "refine" else "draft_answer"
+    kept = samples.filter(pl.col(f"kept_{variant}"))
+    return kept.select(
+        pl.col("id"),
+        pl.col("question"),
+        pl.col(answer).alias("answer"),
+        pl.exclude("id", "question", "answer", "draft_answer", "embedding"),
+    )
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Write through a temporary sibling, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    def write(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    _atomic_write(path, write)
+
+
+def export_variant(frame: pl.DataFrame, out_dir: Path, variant: str) -> dict[str, Path]:
+    """Parquet (all lineage columns), messages JSONL and ShareGPT JSONL for one variant."""
+    paths = {
+        "parquet": out_dir / f"sft_{variant}.parquet",
+        "messages": out_dir / f"sft_{variant}.messages.jsonl",
+        "sharegpt": out_dir / f"sft_{variant}.sharegpt.jsonl",
+    }
+    _atomic_write(paths["parquet"], lambda tmp: frame.write_parquet(tmp, compression="zstd"))
+    rows = frame.select("id", "question", "answer", "tag_path", "task", "difficulty")
+    _write_jsonl(
+        paths["messages"],
+        (
+            {
+                "id": r["id"],
+                "messages": chat_messages(r["question"], r["answer"]),
+                "tag_path": r["tag_path"],
+                "task": r["task"],
+                "difficulty": r["difficulty"],
+            }
+            for r in rows.iter_rows(named=True)
+        ),
+    )
+    _write_jsonl(
+        paths["sharegpt"],
+        (
+            {"id": r["id"], "conversations": sharegpt(r["question"], r["answer"])}
+            for r in rows.iter_rows(named=True)
+        ),
+    )
+    return paths
+
+
+def _lengths(values: list[str]) -> str:
+    if not values:
+        return "-"
+    lengths = np.array([len(v) for v in values])
+    return (
+        f"mean {lengths.mean():.0f}, median {np.median(lengths):.0f}, "
+        f"p95 {np.percentile(lengths, 95):.0f}, max {lengths.max()}"
+    )
+
+
+def _count_table(counter: Counter[str], title: str) -> str:
+    rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(counter.items(), key=lambda kv: -kv[1]))
+    return f"| {title} | samples |\n|---|---|\n{rows}\n"
+
+
+def dataset_card(samples: pl.DataFrame, facts: dict[str, Any]) -> str:
+    """Markdown card: counts by root domain, task and difficulty per variant, drops, lengths,
+    tokens, models and prompt shas, examples."""
+    lines = [
+        "# Condor SFT dataset",
+        "",
+        "Synthesized with condor-dagster (Condor: World Knowledge Tree, task x difficulty",
+        "questions, Self-Reflection Refinement). `refine` holds refined answers, `void` the",
+        "draft answers of the same questions.",
+        "",
+        "| | refine | void |",
+        "|---|---|---|",
+        f"| samples | {int(samples['kept_refine'].sum())} | {int(samples['kept_void'].sum())} |",
+        f"| candidates | {samples.height} | {samples.height} |",
+        "",
+    ]
+    for variant in VARIANTS:
+        kept = samples.filter(pl.col(f"kept_{variant}"))
+        answer = "answer" if variant == "refine" else "draft_answer"
+        drops = Counter(samples[f"drop_reason_{variant}"].drop_nulls().to_list())
+        lines += [
+            f"## {variant}",
+            "",
+            _count_table(Counter(kept["root_domain"].to_list()), "root domain"),
+            _count_table(Counter(kept["task"].to_list()), "task"),
+            _count_table(Counter(kept["difficulty"].to_list()), "difficulty"),
+            _count_table(drops, "dropped: reason") if drops else "Nothing dropped.\n",
+            f"- question length (chars): {_lengths(kept['question'].to_list())}",
+            f"- answer length (chars): {_lengths(kept[answer].to_list())}",
+            "",
+        ]
+    lines += ["## Provenance", ""]
+    lines += [f"- {key}: {value}" for key, value in facts.items()]
+    lines += ["", "## Examples", ""]
+    for row in samples.filter(pl.col("kept_refine")).head(3).iter_rows(named=True):
+        lines += [
+            f"**{row['tag_path']}** ({row['task']}, {row['difficulty']}) `{row['id']}`",
+            "",
+            f"> {row['question'][:400]}",
+            "",
+            f"{row['answer'][:600]}",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def write_card(path: Path, text: str) -> None:
+    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def validate_export(samples: pl.DataFrame, tree_node_ids: set[str]) -> dict[str, Any]:
+    """The blocking check before export: schema, unique ids, no empty messages, every row
+    traces to a knowledge_tree node. Returns the failures found (empty dict = pass)."""
+    problems: dict[str, Any] = {}
+    required = {"id", "question", "answer", "draft_answer", "tag_id", "question_id", "parent_id"}
+    missing = sorted(required - set(samples.columns))
+    if missing:
+        return {"missing_columns": missing}
+    duplicates = samples["id"].is_duplicated().sum()
+    if duplicates:
+        problems["duplicate_ids"] = int(duplicates)
+    for variant, answer in (("refine", "answer"), ("void", "draft_answer")):
+        kept = samples.filter(pl.col(f"kept_{variant}"))
+        empty = kept.filter(
+            (pl.col("question").str.strip_chars() == "") | (pl.col(answer).str.strip_chars() == "")
+        ).height
+        if empty:
+            problems[f"empty_messages_{variant}"] = empty
+    orphans = samples.filter(~pl.col("tag_id").is_in(list(tree_node_ids))).height
+    if orphans:
+        problems["rows_without_tree_node"] = orphans
+    return problems
