@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+import dagster as dg
 import polars as pl
 import pytest
 
+from condor_dagster.assets import CONDOR_ASSETS, sft_dataset
 from condor_dagster.core.records import DIFFICULTIES, TASK_TYPES
 from condor_dagster.core.tag_ids import PARTITION_KEY_PATTERN
 from condor_dagster.resources.vllm_engine import VLLMEngineResource, engine_loads, vllm_version
@@ -64,3 +66,17 @@ def test_whole_chain_on_the_real_engine(engine_settings, tmp_path, monkeypatch):
         assert (
             answers["truncated"] == (answers["lineage"].struct.field("finish_reason") == "length")
         ).all()
+
+    # The export over the real engine's data: files exist and agree with the decisions table.
+    exported = dg.materialize(
+        CONDOR_ASSETS,
+        selection=[sft_dataset],
+        resources=world.resources,
+        instance=world.instance,
+        run_config={"ops": {"sft_dataset": {"config": {"export_dir": str(tmp_path / "out")}}}},
+    )
+    assert exported.success
+    samples = world.read("sft_dataset")
+    for variant in ("refine", "void"):
+        lines = (tmp_path / "out" / f"sft_{variant}.messages.jsonl").read_text("utf-8")
+        assert len(lines.splitlines()) == int(samples[f"kept_{variant}"].sum())
