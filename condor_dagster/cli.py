@@ -1,4 +1,4 @@
-"""The `condor` command: tiny-model, demo."""
+"""The `condor` command: tiny-model, demo, trace."""
 
 from __future__ import annotations
 
@@ -129,6 +129,43 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- condor trace -------------------------------------------------------------------------------
+def _cmd_trace(args: argparse.Namespace) -> int:
+    import json
+
+    from condor_dagster.core.trace import TraceError, format_trace, trace, trace_to_dict
+
+    try:
+        found = trace(args.id, args.data_dir)
+    except TraceError as exc:
+        print(f"condor trace: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(trace_to_dict(found), ensure_ascii=False, indent=2))
+    else:
+        print(format_trace(found, max_chars=None if args.full else 400))
+    return 0
+
+
+def _add_trace_parser(sub: Any) -> None:
+    trace = sub.add_parser(
+        "trace", help="walk a sample, answer, question or tag id back to its tag path"
+    )
+    trace.add_argument("id", help="r-..., a-..., q-... row id or a tag id (healthcare.3d804971)")
+    trace.add_argument("--json", action="store_true", help="print the trace as JSON")
+    trace.add_argument(
+        "--data-dir",
+        default=None,
+        help="data directory (its assets/ folder) or the assets folder itself "
+        "(default: CONDOR_ASSETS_DIR, else <CONDOR_DATA_DIR>/assets)",
+    )
+    trace.add_argument("--full", action="store_true", help="show texts whole, not cut")
+    trace.set_defaults(func=_cmd_trace)
+
+
+# ---- end condor trace ---------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="condor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -143,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fan-out", type=int, default=2, help="children per node (default 2)")
     demo.add_argument("--max-tags", type=int, default=8, help="tag partitions to run (default 8)")
     demo.set_defaults(func=_cmd_demo)
+    _add_trace_parser(sub)
     return parser
 
 
