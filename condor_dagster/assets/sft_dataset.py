@@ -42,6 +42,15 @@ def _concat(frames: dict[str, pl.DataFrame]) -> pl.DataFrame | None:
     return pl.concat(parts, how="vertical_relaxed") if parts else None
 
 
+def _refine_tokens(refined: pl.DataFrame) -> int:
+    rounds = refined.select(pl.col("rounds").explode()).unnest("rounds")
+    if rounds.height == 0:
+        return 0
+    critique = rounds["critique_lineage"].struct.field("completion_tokens").sum()
+    rewrite = rounds["answer_lineage"].struct.field("completion_tokens").fill_null(0).sum()
+    return int(critique + rewrite)
+
+
 def build_samples(refined: pl.DataFrame, drafts: pl.DataFrame) -> pl.DataFrame:
     """One row per refined answer, with its draft's text and lineage beside it."""
     last_finish = (
@@ -133,6 +142,7 @@ def sft_dataset(
             for lang in ("en", "zh")
         },
         "draft completion tokens": int(drafts["lineage"].struct.field("completion_tokens").sum()),
+        "refine completion tokens (critiques + rewrites)": _refine_tokens(refined),
         "cross-tag dedup index": samples["dedup_index"][0],
         "similarity threshold": config.similarity_threshold,
     }
