@@ -46,9 +46,9 @@ def _refine_tokens(refined: pl.DataFrame) -> int:
     rounds = refined.select(pl.col("rounds").explode()).unnest("rounds")
     if rounds.height == 0:
         return 0
-    critique = rounds["critique_lineage"].struct.field("completion_tokens").sum()
-    rewrite = rounds["answer_lineage"].struct.field("completion_tokens").fill_null(0).sum()
-    return int(critique + rewrite)
+    critique = int(rounds["critique_lineage"].struct.field("completion_tokens").sum())
+    rewrite = int(rounds["answer_lineage"].struct.field("completion_tokens").fill_null(0).sum())
+    return critique + rewrite
 
 
 def build_samples(refined: pl.DataFrame, drafts: pl.DataFrame) -> pl.DataFrame:
