@@ -75,7 +75,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         "max_tokens": 160,
     }
     with dg.DagsterInstance.get() as instance:
-        print("[demo] stage 1/2: knowledge_tree (LLM expands the seed roots)", flush=True)
+        print("[demo] stage 1/3: knowledge_tree (LLM expands the seed roots)", flush=True)
         tree = defs.resolve_job_def("knowledge_tree_job").execute_in_process(
             run_config={"ops": {"knowledge_tree": {"config": tree_config}}}, instance=instance
         )
@@ -89,7 +89,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 instance.add_dynamic_partitions("tags", list(request.partition_keys or []))
         keys = list(instance.get_dynamic_partitions("tags"))[: args.max_tags]
         print(
-            f"[demo] stage 2/2: raw_questions -> deduplicated_questions -> draft_answers -> "
+            f"[demo] stage 2/3: raw_questions -> deduplicated_questions -> draft_answers -> "
             f"refined_answers for {len(keys)} tag partitions in one run",
             flush=True,
         )
@@ -100,11 +100,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
                 "dagster/asset_partition_range_end": keys[-1],
             },
         )
-    if not tag_run.success:
-        print("[demo] the tag run failed; see the log above", file=sys.stderr)
+        if not tag_run.success:
+            print("[demo] the tag run failed; see the log above", file=sys.stderr)
+            return 1
+        print("[demo] stage 3/3: sft_dataset (cross-tag dedup, filters, exports)", flush=True)
+        export = defs.resolve_job_def("sft_dataset_job").execute_in_process(instance=instance)
+    if not export.success:
+        print("[demo] sft_dataset failed; see the log above", file=sys.stderr)
         return 1
     print(
-        f"\n[demo] runs {tree.run_id} and {tag_run.run_id} succeeded in "
+        f"\n[demo] runs {tree.run_id}, {tag_run.run_id} and {export.run_id} succeeded in "
         f"{time.perf_counter() - began:.1f}s"
     )
     _print_stage(tree, "knowledge_tree", ("leaf_tags", "dropped_names", "requests"))
@@ -120,13 +125,36 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     for node in ("raw_questions", "deduplicated_questions", "draft_answers", "refined_answers"):
         _print_stage(tag_run, node, stage_keys)
-    print(f"\n[demo] Parquet files: {data_dir() / 'assets'}")
+    _print_stage(export, "sft_dataset", ("samples_refine", "samples_void", "dropped_by_reason"))
+    meta = export.asset_materializations_for_node("sft_dataset")[0].metadata
+    print(f"\n[demo] Parquet files per stage: {data_dir() / 'assets'}")
+    export_dir = Path(str(meta["export_dir"].value))
+    print(f"[demo] exports and dataset card: {export_dir}")
+    for path in sorted(export_dir.iterdir()):
+        print(f"  {path.name}")
+    _print_trace_example()
     print(
         "[demo] The text comes from a random-weight model: it is noise that proves the machinery."
         "\n\nOpen the Dagster UI on the same instance to see the assets, lineage and metadata:\n"
         f"  DAGSTER_HOME={home} CONDOR_MODEL={model} .venv/bin/dagster dev -w workspace.yaml\n"
     )
     return 0
+
+
+def _print_trace_example() -> None:
+    import polars as pl
+
+    from condor_dagster.core.trace import format_trace, trace
+
+    samples = pl.read_parquet(data_dir() / "assets" / "sft_dataset.parquet", columns=["id"])
+    if samples.height == 0:
+        return
+    sample_id = samples["id"][0]
+    print(f"\n[demo] where a sample came from: .venv/bin/condor trace {sample_id}  (--json too)")
+    lines = format_trace(trace(sample_id), max_chars=80).splitlines()
+    print("\n".join(f"  {line}" for line in lines[:14]))
+    if len(lines) > 14:
+        print(f"  ... ({len(lines) - 14} more lines)")
 
 
 # ---- condor trace -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,7 +112,7 @@ def test_demo_command_runs_the_pipeline(tmp_path):
     out = done.stdout
     assert "succeeded" in out
     stages = ("raw_questions", "deduplicated_questions", "draft_answers", "refined_answers")
-    for stage in ("knowledge_tree", *stages):
+    for stage in ("knowledge_tree", *stages, "sft_dataset"):
         assert f"{stage}: " in out
     assert "dagster dev -w workspace.yaml" in out and "noise" in out
     assets = home / "data" / "assets"
@@ -120,6 +121,13 @@ def test_demo_command_runs_the_pipeline(tmp_path):
     for stage in stages[1:]:
         assert sorted(p.stem for p in (assets / stage).glob("*.parquet")) == tags
     assert (assets / "knowledge_tree.parquet").is_file()
+    exports = home / "data" / "exports"
+    for name in ("README.md", "sft_refine.messages.jsonl", "sft_void.sharegpt.jsonl"):
+        assert (exports / name).is_file(), name
+    # The trace example it prints works on the data it made.
+    traced = re.search(r"condor trace (r-[0-9a-f]+)", out)
+    assert traced is not None
+    assert f"trace {traced.group(1)} (refined_answers)" in out
     assert (home / "data" / "llm_cache.sqlite3").is_file()
     # The runs are recorded on the instance the UI will open.
     assert any((home / "dagster_home").rglob("*.db"))
