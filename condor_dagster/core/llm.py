@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -215,6 +216,10 @@ def _parse_lenient(text: str, schema: type[BaseModel]) -> BaseModel | None:
         return schema.model_validate(_strip_controls(json.loads(text, strict=False)))
     except (ValueError, ValidationError):
         return None
+
+
+# What pure stages call to reach the LLM: the resource's `generate`, reduced to completions.
+GenerateFn = Callable[[Sequence[LLMRequest]], Sequence[Completion]]
 
 
 @dataclass

@@ -8,10 +8,10 @@ critique presented as user feedback. All rows' requests of a round go to the eng
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from condor_dagster.core.llm import ChatMessage, Completion, LLMRequest, SamplingParams
+from condor_dagster.core.llm import ChatMessage, GenerateFn, LLMRequest, SamplingParams
 from condor_dagster.core.prompts import load_prompt
 from condor_dagster.core.records import (
     Critique,
@@ -20,8 +20,6 @@ from condor_dagster.core.records import (
     RefineRound,
     content_id,
 )
-
-GenerateFn = Callable[[Sequence[LLMRequest]], Sequence[Completion]]
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,14 @@ engine or a scripted one. Every name the LLM proposes is either a node or a reco
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from condor_dagster.core.llm import Completion, LLMRequest, SamplingParams
+from condor_dagster.core.llm import GenerateFn, LLMRequest, SamplingParams
 from condor_dagster.core.prompts import load_prompt
 from condor_dagster.core.records import Lineage, TagNames
 from condor_dagster.core.tag_ids import name_problem, normalize_name, sibling_key
 from condor_dagster.core.taxonomy import TreeNode
-
-GenerateFn = Callable[[Sequence[LLMRequest]], Sequence[Completion]]
 
 
 @dataclass(frozen=True)
