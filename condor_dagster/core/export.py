@@ -13,7 +13,6 @@ import re
 import tempfile
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +29,6 @@ REFUSAL = re.compile(
     r"|answer)|i cannot (help|assist|provide|answer)|i apologi[sz]e)\b"
     r"|作为(一个)?(AI|人工智能)|抱歉，?我(无法|不能)|对不起，?我(无法|不能)"
 )
-
-
-@dataclass(frozen=True)
-class SamplesTable:
-    """One row per refined sample with both variants' keep decisions."""
-
-    frame: pl.DataFrame
-    index_kind: str
 
 
 def cross_tag_decisions(

@@ -58,9 +58,3 @@ def dedup_question_frame(
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame
-
-
-def stored_embeddings(frame: pl.DataFrame) -> np.ndarray:
-    """The stored embeddings of kept rows as one float32 matrix (for the cross-tag pass)."""
-    kept = frame.filter(pl.col("kept"))
-    return np.asarray(kept["embedding"].to_list(), dtype=np.float32).reshape(kept.height, -1)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import os
 import posixpath
-import re
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,24 +31,25 @@ import polars as pl
 from pydantic import Field
 
 from condor_dagster.core.paths import data_dir
+from condor_dagster.core.tag_ids import PARTITION_KEY_PATTERN
 
 if TYPE_CHECKING:
     from upath import UPath
 
 # Partition keys become file names: a safe slug, never a path (no "/", no leading "." or "..").
-PARTITION_KEY_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _LOCAL_PROTOCOLS = ("", "file", "local")
 _PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "statistics": True}
 
 
 def check_partition_key(partition_key: str, asset: str = "") -> str:
     """Return `partition_key` if it is a safe file name, else raise ValueError."""
-    if not isinstance(partition_key, str) or not PARTITION_KEY_PATTERN.fullmatch(partition_key):
+    # The tag-id rule of core.tag_ids is the one rule for keys: it also keeps them file-safe.
+    if not isinstance(partition_key, str) or not PARTITION_KEY_PATTERN.match(partition_key):
         where = f" of asset {asset}" if asset else ""
         raise ValueError(
             f"partition key {partition_key!r}{where} cannot be stored as a file: keys must match "
-            f"^{PARTITION_KEY_PATTERN.pattern}$ (lowercase letters, digits, '.', '_', '-'; "
-            "at most 64 characters, starting with a letter or digit)"
+            f"{PARTITION_KEY_PATTERN.pattern} (lowercase letters, digits, '.', '_', '-'; at most "
+            "64 characters, starting with a letter or digit, no '..')"
         )
     return partition_key
 
