@@ -18,9 +18,13 @@ export TOKENIZERS_PARALLELISM ?= false
 
 LINT_PATHS := condor_dagster tests $(wildcard bench)
 
-.PHONY: setup test demo check format lock clean
+.PHONY: setup system-deps test demo serve bench check format lock clean
 
-setup: $(VENV)/.installed
+setup: system-deps $(VENV)/.installed
+
+# PostgreSQL server and Chromium from Debian's packages, installed only where missing.
+system-deps:
+	@bash scripts/install-system-deps.sh
 
 # Installs from the lock with the cpu and dev extras. overrides-cpu.txt leaves out the
 # torchvision/torchaudio/torchcodec CUDA builds that break vLLM beside the CPU torch.
@@ -46,6 +50,14 @@ test: setup
 
 demo: setup
 	$(BIN)/condor demo
+
+# Webserver (127.0.0.1) + daemon over PostgreSQL; see README "Serving" and deploy/.
+serve: setup
+	$(BIN)/condor serve $(SERVE_ARGS)
+
+# Benchmarks (about 20 min on 2 cores): prints a table, writes bench/results.json and BENCHMARKS.md.
+bench: setup
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 check: setup
 	$(BIN)/ruff check $(LINT_PATHS)
