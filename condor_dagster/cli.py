@@ -1,4 +1,4 @@
-"""The `condor` command: tiny-model, demo, trace."""
+"""The `condor` command: tiny-model, demo, trace, serve."""
 
 from __future__ import annotations
 
@@ -194,6 +194,35 @@ def _add_trace_parser(sub: Any) -> None:
 # ---- end condor trace ---------------------------------------------------------------------------
 
 
+# ---- condor serve -------------------------------------------------------------------------------
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from condor_dagster.serving.serve import serve
+
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    if os.environ.get("CONDOR_LLM", "engine") == "engine":
+        ensure_demo_model()  # the run workers load it; build the tiny one when none is set
+    return serve(host=args.host, port=args.port, gpu_slots=args.gpu_slots)
+
+
+def _add_serve_parser(sub: Any) -> None:
+    serve = sub.add_parser(
+        "serve",
+        help="Dagster UI + daemon over PostgreSQL (deploy/dagster.yaml); Ctrl-C stops all",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="webserver address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=3000, help="webserver port (default 3000)")
+    serve.add_argument(
+        "--gpu-slots",
+        type=int,
+        default=1,
+        help="limit of the gpu concurrency pool: engine-using runs at once (default 1)",
+    )
+    serve.set_defaults(func=_cmd_serve)
+
+
+# ---- end condor serve ---------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="condor", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-tags", type=int, default=8, help="tag partitions to run (default 8)")
     demo.set_defaults(func=_cmd_demo)
     _add_trace_parser(sub)
+    _add_serve_parser(sub)
     return parser
 
 

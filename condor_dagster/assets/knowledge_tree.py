@@ -10,7 +10,7 @@ import polars as pl
 from pydantic import Field
 
 from condor_dagster.assets.metadata import frame_metadata, generation_metadata
-from condor_dagster.assets.partitions import run_started_at
+from condor_dagster.assets.partitions import GPU_POOL, run_started_at
 from condor_dagster.core.llm import SamplingParams
 from condor_dagster.core.prompts import code_version, prompts_sha
 from condor_dagster.core.records import KnowledgeTreeRow, rows_to_frame
@@ -52,6 +52,7 @@ def _code_version() -> str:
     kinds={"vllm", "parquet"},
     code_version=_code_version(),
     check_specs=[dg.AssetCheckSpec("has_leaf_tags", asset="knowledge_tree")],
+    pool=GPU_POOL,
 )
 def knowledge_tree(
     context: dg.AssetExecutionContext, config: KnowledgeTreeConfig, llm: LLMResource

@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import BaseModel, Field
 
 from condor_dagster.assets.metadata import generation_metadata
+from condor_dagster.assets.partitions import GPU_POOL
 from condor_dagster.core.llm import GenerationStats, LLMRequest, SamplingParams
 from condor_dagster.resources.llm import LLMResource
 
@@ -58,7 +59,7 @@ def smoke_requests(n: int, max_tokens: int) -> list[LLMRequest]:
     return requests
 
 
-@dg.asset(kinds={"vllm"}, group_name="engine")
+@dg.asset(kinds={"vllm"}, group_name="engine", pool=GPU_POOL)
 def engine_smoke_test(
     context: dg.AssetExecutionContext, config: EngineSmokeConfig, llm: LLMResource
 ) -> dg.MaterializeResult:

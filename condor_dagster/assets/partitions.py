@@ -14,6 +14,11 @@ import dagster as dg
 
 tags_partitions = dg.DynamicPartitionsDefinition(name="tags")
 
+# The concurrency pool of every asset that drives the LLM engine. The instance config
+# (deploy/dagster.yaml) limits it to 1 with run granularity: a run holds its engine for the
+# whole run, so at most one engine-using run is in progress at a time.
+GPU_POOL = "gpu"
+
 
 def max_partitions_per_run() -> int:
     """Partitions per backfill run (CONDOR_MAX_PARTITIONS_PER_RUN, default 25): a 1,000-tag
@@ -33,10 +38,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def per_tag_asset(
-    *, kinds: set[str], code_version: str, checks: list[str], group: str = "condor_void"
+    *,
+    kinds: set[str],
+    code_version: str,
+    checks: list[str],
+    group: str = "condor_void",
+    pool: str | None = None,
 ) -> Callable[[F], Any]:
     """@dg.asset for a stage partitioned by tag: multi-partition backfill runs, the Condor
-    group, and in-asset checks named `checks` (the function yields their results)."""
+    group, in-asset checks named `checks` (the function yields their results), and the
+    concurrency `pool` (GPU_POOL for the stages that call the LLM)."""
 
     def decorate(fn: F) -> Any:
         return dg.asset(
@@ -46,6 +57,7 @@ def per_tag_asset(
             kinds=kinds,
             code_version=code_version,
             check_specs=[dg.AssetCheckSpec(name, asset=fn.__name__) for name in checks],
+            pool=pool,
         )(fn)
 
     return decorate

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from condor_dagster.assets.metadata import generation_metadata, partitioned_frame_metadata
 from condor_dagster.assets.partitions import (
+    GPU_POOL,
     output_for_partitions,
     per_tag_asset,
     run_started_at,
@@ -55,6 +56,7 @@ def tags_from_tree(tree: pl.DataFrame, keys: list[str]) -> list[Tag]:
 
 @per_tag_asset(
     kinds={"vllm", "parquet"},
+    pool=GPU_POOL,
     code_version=_code_version(),
     checks=["not_empty", "parse_failure_rate_below_bound"],
 )

@@ -7,6 +7,7 @@ from pydantic import Field
 
 from condor_dagster.assets.metadata import generation_metadata, partitioned_frame_metadata
 from condor_dagster.assets.partitions import (
+    GPU_POOL,
     inputs_by_partition,
     output_for_partitions,
     per_tag_asset,
@@ -43,6 +44,7 @@ def _code_version() -> str:
 
 @per_tag_asset(
     kinds={"vllm", "parquet"},
+    pool=GPU_POOL,
     code_version=_code_version(),
     checks=["not_empty", "parents_are_draft_answers"],
     group="condor_refine",

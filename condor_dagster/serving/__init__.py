@@ -1,0 +1,1 @@
+"""Running the pipeline as a service: PostgreSQL, dagster-webserver and dagster-daemon."""
