@@ -91,51 +91,52 @@ class DagsterUI:
 
 def _materialize(home: Path, data: Path, server: VLLMServerProcess) -> dict[str, Any]:
     """knowledge_tree, the sensor's partitions, and raw_questions for the first tags."""
-    instance = dg.DagsterInstance.from_config(str(home))
-    assets_dir = data / "assets"
-    resources = {
-        # Concurrency kept low: see SAFE_CONCURRENCY in tests/engine/test_openai_server.py.
-        "llm": OpenAIServerResource(
-            base_url=server.base_url, cache_path=str(data / "llm_cache.sqlite3"), max_concurrency=32
-        ),
-        "embeddings": SentenceTransformerEmbeddings(),
-        "io_manager": ParquetIOManager(base_dir=str(assets_dir)),
-    }
-    taxonomy = data.parent / "taxonomy.yaml"
-    taxonomy.write_text(TAXONOMY)
-    tree = dg.materialize(
-        [knowledge_tree],
-        resources=resources,
-        instance=instance,
-        run_config={"ops": {"knowledge_tree": {"config": {"taxonomy_path": str(taxonomy)}}}},
-    )
-    assert tree.success
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assets_dir = data / "assets"
+        resources = {
+            # Concurrency kept low: see SAFE_CONCURRENCY in tests/engine/test_openai_server.py.
+            "llm": OpenAIServerResource(
+                base_url=server.base_url,
+                cache_path=str(data / "llm_cache.sqlite3"),
+                max_concurrency=32,
+            ),
+            "embeddings": SentenceTransformerEmbeddings(),
+            "io_manager": ParquetIOManager(base_dir=str(assets_dir)),
+        }
+        taxonomy = data.parent / "taxonomy.yaml"
+        taxonomy.write_text(TAXONOMY)
+        tree = dg.materialize(
+            [knowledge_tree],
+            resources=resources,
+            instance=instance,
+            run_config={"ops": {"knowledge_tree": {"config": {"taxonomy_path": str(taxonomy)}}}},
+        )
+        assert tree.success
 
-    # What the daemon does with the sensor's result: add the new leaf tags as partitions.
-    result = tags_sensor(dg.build_sensor_context(instance=instance))
-    assert isinstance(result, dg.SensorResult), result
-    for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions("tags", list(request.partition_keys or []))
-    tags = list(instance.get_dynamic_partitions("tags"))
-    assert len(tags) == 3, tags
+        # What the daemon does with the sensor's result: add the new leaf tags as partitions.
+        result = tags_sensor(dg.build_sensor_context(instance=instance))
+        assert isinstance(result, dg.SensorResult), result
+        for request in result.dynamic_partitions_requests or []:
+            instance.add_dynamic_partitions("tags", list(request.partition_keys or []))
+        tags = list(instance.get_dynamic_partitions("tags"))
+        assert len(tags) == 3, tags
 
-    chosen = tags[:MATERIALIZED_TAGS]
-    run = dg.materialize(
-        CONDOR_ASSETS,
-        selection=[raw_questions],
-        resources=resources,
-        instance=instance,
-        tags={
-            "dagster/asset_partition_range_start": chosen[0],
-            "dagster/asset_partition_range_end": chosen[-1],
-        },
-    )
-    assert run.success
-    rows = {
-        k: pl.read_parquet(assets_dir / "raw_questions" / f"{k}.parquet").height for k in chosen
-    }
-    instance.dispose()
-    return {"tags": tags, "materialized": chosen, "raw_rows": rows}
+        chosen = tags[:MATERIALIZED_TAGS]
+        run = dg.materialize(
+            CONDOR_ASSETS,
+            selection=[raw_questions],
+            resources=resources,
+            instance=instance,
+            tags={
+                "dagster/asset_partition_range_start": chosen[0],
+                "dagster/asset_partition_range_end": chosen[-1],
+            },
+        )
+        assert run.success
+        rows = {
+            k: pl.read_parquet(assets_dir / "raw_questions" / f"{k}.parquet").height for k in chosen
+        }
+        return {"tags": tags, "materialized": chosen, "raw_rows": rows}
 
 
 def _graphql(url: str, query: str) -> dict[str, Any]:
