@@ -44,7 +44,8 @@ def partition_ranges(keys: list[str], size: int) -> list[tuple[str, str]]:
 
 
 @dg.sensor(
-    minimum_interval_seconds=30,
+    # CONDOR_TAGS_SENSOR_INTERVAL_S: seconds between evaluations (tests use a few).
+    minimum_interval_seconds=int(os.environ.get("CONDOR_TAGS_SENSOR_INTERVAL_S", "30")),
     asset_selection=NEW_TAG_ASSETS,
     description="Adds the latest knowledge_tree's new leaf tags as partitions and backfills them.",
 )
