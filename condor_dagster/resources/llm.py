@@ -39,6 +39,10 @@ ProgressFn = Callable[[int, int, GenerationStats], None]
 SinkFn = Callable[[int, RawCompletion], None]
 
 UNCACHED_FINISH_REASONS = frozenset({"rejected", "abort", "error"})
+# A finished completion waits for its cache write until chunk_size completions are pending or, as
+# later ones arrive, at most this many seconds: a killed run (SIGKILL, OOM) loses seconds of work,
+# not a whole chunk.
+CACHE_FLUSH_INTERVAL_S = 2.0
 
 _CACHES: dict[Path, ResponseCache] = {}
 _CACHES_LOCK = threading.Lock()
@@ -160,6 +164,7 @@ class LLMResource(dg.ConfigurableResource):
         total = len(todo)
         pending: list[tuple[str, RawCompletion]] = []
         lock = threading.Lock()
+        oldest_pending = 0.0  # when the oldest pending completion arrived
 
         def flush() -> None:
             if cache and pending:
@@ -167,6 +172,7 @@ class LLMResource(dg.ConfigurableResource):
             pending.clear()
 
         def sink(i: int, raw: RawCompletion) -> None:
+            nonlocal oldest_pending
             with lock:
                 key = todo[i]
                 fresh[key] = raw
@@ -176,8 +182,11 @@ class LLMResource(dg.ConfigurableResource):
                 # Rejected requests are data errors, aborted ones unfinished work: neither is
                 # cached, so a rerun asks again.
                 if raw.finish_reason not in UNCACHED_FINISH_REASONS:
+                    if not pending:
+                        oldest_pending = time.perf_counter()
                     pending.append((key, raw))
-                if len(pending) >= self.chunk_size:
+                overdue = time.perf_counter() - oldest_pending >= CACHE_FLUSH_INTERVAL_S
+                if len(pending) >= self.chunk_size or (pending and overdue):
                     flush()
                     if progress:
                         progress(len(fresh), total, running)

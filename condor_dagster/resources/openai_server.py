@@ -28,6 +28,8 @@ from condor_dagster.resources.llm import LLMBackendError, LLMResource, SinkFn
 _RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
 # Finish reasons of a request the server gave up on (vLLM: shutdown, engine error); retried.
 _UNFINISHED_REASONS = {"abort", "error"}
+# Consecutive failed liveness checks during a batch after which the server counts as stopped.
+_HEALTH_MISSES = 3
 
 
 class LLMServerError(LLMBackendError):
@@ -65,7 +67,10 @@ class OpenAIServerResource(LLMResource):
     backoff_max_s: float = Field(default=30.0, gt=0)
     """Longest delay between two attempts."""
     health_timeout_s: float = Field(default=10.0, gt=0)
-    """Seconds the start-up health check waits for the server."""
+    """Seconds a health check (at start-up and during a batch) waits for the server."""
+    health_check_interval_s: float = Field(default=10.0, gt=0)
+    """While a batch runs, seconds between liveness checks (GET /models); a server that misses
+    three in a row fails the batch instead of leaving it hanging until request_timeout_s."""
 
     _info: ServerInfo | None = PrivateAttr(default=None)
 
@@ -226,16 +231,51 @@ class OpenAIServerResource(LLMResource):
             workers = [
                 asyncio.create_task(worker()) for _ in range(min(self.max_concurrency, len(bodies)))
             ]
+            all_done = asyncio.gather(*workers)
+            watchdog = asyncio.create_task(self._watch_server())
+            racing: set[asyncio.Future[Any]] = {all_done, watchdog}
             try:
-                await asyncio.gather(*workers)
+                finished, _ = await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    task.result()  # the first worker error, or the watchdog's
             except LLMServerError as exc:
-                for task in workers:
-                    task.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
                 raise LLMServerError(
                     f"{exc}. {done} of {len(bodies)} completions finished and are saved in the "
-                    "response cache; rerun to resume from there"
+                    f"response cache. Check that the server is up (GET {self.base_url}/models "
+                    "must answer) and restart it if it stopped, then rerun: the rerun replays "
+                    f"the saved completions and generates only the other {len(bodies) - done}"
                 ) from exc
+            finally:
+                for task in [*workers, watchdog]:
+                    task.cancel()
+                await asyncio.gather(all_done, watchdog, return_exceptions=True)
+
+    async def _watch_server(self) -> None:
+        """Raise once the server stops answering GET /models while requests are in flight.
+
+        A vLLM server that is stopped (SIGTERM) kills its engine but keeps the connections of
+        in-flight requests open, waiting for them to close: without this check a batch would
+        hang until request_timeout_s. Runs on its own connection, so a full pool cannot delay it.
+        """
+        misses = 0
+        async with httpx.AsyncClient(
+            headers=self._headers(), timeout=self.health_timeout_s
+        ) as probe:
+            while True:
+                await asyncio.sleep(self.health_check_interval_s)
+                problem: str | None
+                try:
+                    response = await probe.get(f"{self.base_url}/models")
+                    ok = response.status_code == 200
+                    problem = None if ok else f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    problem = f"{type(exc).__name__}: {exc}"
+                misses = 0 if problem is None else misses + 1
+                if misses >= _HEALTH_MISSES:
+                    raise LLMServerError(
+                        f"LLM server at {self.base_url} stopped answering while requests were "
+                        f"in flight (GET /models failed {misses} times in a row, last: {problem})"
+                    )
 
     async def _complete(self, client: httpx.AsyncClient, body: dict[str, Any]) -> RawCompletion:
         attempt = 0

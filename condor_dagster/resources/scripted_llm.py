@@ -6,8 +6,12 @@ Dagster's resources. Rules match a regex against the last message; the first mat
 
 from __future__ import annotations
 
+import os
 import re
+import time
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
@@ -50,6 +54,13 @@ class ScriptedLLMResource(LLMResource):
     """Raise an infrastructure error after this many completions (fault tests)."""
     max_context: int | None = Field(default=None, ge=1)
     """Pretend context length, to exercise max_tokens validation."""
+    rendezvous_dir: str | None = None
+    """Fault tests: when set, each generate call finishes only once `rendezvous_parties` calls
+    (in any process) have reached this folder, so concurrent runs write their outputs together."""
+    rendezvous_parties: int = Field(default=2, ge=1)
+    """How many generate calls meet in rendezvous_dir."""
+    rendezvous_timeout_s: float = Field(default=120.0, gt=0)
+    """Longest wait for the other parties before failing."""
 
     def engine_identity(self) -> dict[str, Any]:
         # Only what changes the text: fault injection and cache settings must not.
@@ -91,3 +102,17 @@ class ScriptedLLMResource(LLMResource):
                     latency_s=0.0,
                 ),
             )
+        if self.rendezvous_dir is not None:
+            self._rendezvous(Path(self.rendezvous_dir))
+
+    def _rendezvous(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{os.getpid()}-{uuid.uuid4().hex}").touch()
+        deadline = time.monotonic() + self.rendezvous_timeout_s
+        while (arrived := len(list(folder.iterdir()))) < self.rendezvous_parties:
+            if time.monotonic() > deadline:
+                raise LLMBackendError(
+                    f"rendezvous in {folder}: {arrived} of {self.rendezvous_parties} generate "
+                    f"calls arrived within {self.rendezvous_timeout_s:.0f}s"
+                )
+            time.sleep(0.01)

@@ -2,7 +2,8 @@
 fake OpenAI-compatible server for the protocol paths a healthy vLLM rarely takes (429/5xx
 retries, 400 rejections, aborted replies, API keys, the concurrency bound).
 
-Every resource gets its own response-cache file under tmp_path.
+Every resource gets its own response-cache file under tmp_path. The server stopped in the middle
+of a run is a fault test: tests/faults/test_server_stopped.py.
 """
 
 from __future__ import annotations
@@ -320,65 +321,6 @@ def test_partially_cached_batch_generates_only_the_missing(
     assert [c.cached for c in result] == [True] * 20 + [False] * 44
     assert [c.text for c in result[:20]] == [c.text for c in head]
     assert ResponseCache(cache).count() == 64
-
-
-@pytest.mark.server
-def test_server_stopped_mid_batch_keeps_saved_work_and_rerun_resumes(
-    vllm_server: VLLMServerProcess, tmp_path: Path
-) -> None:
-    n = 384
-    cache_path = tmp_path / "stopped.sqlite3"
-    requests = [
-        say(f"Tell a long story about {TOPICS[i % 6]}, part {i}.", max_tokens=200) for i in range(n)
-    ]
-    settings: dict[str, Any] = {"chunk_size": 16, "max_retries": 2, "backoff_base_s": 0.2}
-    llm = server_llm(vllm_server, cache_path, **settings)
-    llm.server_info()  # the health check passes while the server is up
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            llm.generate(requests)
-        except BaseException as exc:
-            errors.append(exc)
-
-    worker = threading.Thread(target=run, name="batch-to-stop", daemon=True)
-    cache = ResponseCache(cache_path)
-    try:
-        worker.start()
-        deadline = time.monotonic() + 180
-        while cache.count() == 0 and worker.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert worker.is_alive(), f"the batch ended before the server was stopped: {errors}"
-        assert cache.count() > 0, "no chunk reached the cache within 180 s"
-        vllm_server.stop()
-        worker.join(timeout=120)
-        assert not worker.is_alive(), "generate() did not give up after the server stopped"
-    finally:
-        if vllm_server.process is None:  # later tests share the server
-            vllm_server.start(timeout_s=420)
-
-    assert len(errors) == 1, errors
-    error = errors[0]
-    assert isinstance(error, LLMServerError), repr(error)
-    assert vllm_server.base_url in str(error)
-    saved = cache.count()
-    assert 0 < saved < n
-    assert f"{saved} of {n} completions finished and are saved" in str(error)
-
-    rerun = server_llm(vllm_server, cache_path, **settings).generate(requests)
-    assert rerun.stats.cache_hits == saved
-    assert rerun.stats.cache_misses == n - saved
-    assert len(rerun) == n
-    assert sum(c.cached for c in rerun) == saved
-    aborted = [i for i, c in enumerate(rerun) if c.finish_reason not in {"stop", "length"}]
-    assert not aborted, (
-        f"{len(aborted)} completions replayed from the cache were cut off by the server's "
-        f"shutdown: {Counter(rerun[i].finish_reason for i in aborted)}; the resource cached "
-        "vLLM's finish_reason 'abort' replies as finished work"
-    )
-    assert all(c.completion_tokens > 0 for c in rerun)
-    assert cache.count() == n
 
 
 # -- health check, validation --------------------------------------------------------------------
