@@ -201,7 +201,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     if os.environ.get("CONDOR_LLM", "engine") == "engine":
         ensure_demo_model()  # the run workers load it; build the tiny one when none is set
-    return serve(host=args.host, port=args.port, gpu_slots=args.gpu_slots)
+    return serve(
+        host=args.host,
+        port=args.port,
+        gpu_slots=args.gpu_slots,
+        pg_data_dir=Path(args.pg_data_dir) if args.pg_data_dir else None,
+    )
 
 
 def _add_serve_parser(sub: Any) -> None:
@@ -216,6 +221,12 @@ def _add_serve_parser(sub: Any) -> None:
         type=int,
         default=1,
         help="limit of the gpu concurrency pool: engine-using runs at once (default 1)",
+    )
+    serve.add_argument(
+        "--pg-data-dir",
+        default=None,
+        help="data directory of the PostgreSQL it starts when DAGSTER_PG_HOST is unset "
+        "(default <CONDOR_HOME>/serve/postgres; as root it must be reachable by the postgres user)",
     )
     serve.set_defaults(func=_cmd_serve)
 

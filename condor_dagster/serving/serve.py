@@ -101,13 +101,30 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
 
 
-def serve(*, host: str, port: int, gpu_slots: int, home: Path | None = None) -> int:
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def serve(
+    *,
+    host: str,
+    port: int,
+    gpu_slots: int,
+    home: Path | None = None,
+    pg_data_dir: Path | None = None,
+) -> int:
     """Start PostgreSQL (unless DAGSTER_PG_HOST is set), the daemon and the webserver; run
     until Ctrl-C or SIGTERM, then stop them all, PostgreSQL last."""
     if gpu_slots < 1:
-        raise ValueError(f"--gpu-slots must be at least 1, got {gpu_slots}")
+        print(f"[serve] --gpu-slots must be at least 1, got {gpu_slots}", file=sys.stderr)
+        return 2
     home = home or serve_dir()
     logs = home / "logs"
+    if host not in LOOPBACK:
+        print(
+            f"[serve] warning: the Dagster UI on {host} has no login; anyone who can reach "
+            "the port can launch and delete runs",
+            file=sys.stderr,
+        )
     # Handlers first: a signal during start-up still shuts down what was started.
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
@@ -117,7 +134,9 @@ def serve(*, host: str, port: int, gpu_slots: int, home: Path | None = None) -> 
     try:
         pg_env = external_postgres_env(os.environ)
         if pg_env is None:
-            postgres = LocalPostgres(home / "postgres", log_path=logs / "postgres.log")
+            postgres = LocalPostgres(
+                pg_data_dir or home / "postgres", log_path=logs / "postgres.log"
+            )
             print(f"[serve] starting PostgreSQL ({postgres.bin_dir}) in {postgres.data_dir} ...")
             postgres.start()
             pg_env = postgres.env()
@@ -154,8 +173,10 @@ def serve(*, host: str, port: int, gpu_slots: int, home: Path | None = None) -> 
     except _Stop as stop:
         print(f"\n[serve] {stop}: shutting down ...", flush=True)
         return 0
-    except RuntimeError as err:
-        print(f"[serve] {err}", file=sys.stderr)
+    except (RuntimeError, ValueError, OSError) as err:
+        # Start-up problems (no PostgreSQL, bad DAGSTER_PG_*, port taken, a process died)
+        # carry their fix in the message; the stack is stopped below either way.
+        print(f"[serve] {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     finally:
         # Ignore further Ctrl-C while shutting down: a half-stopped stack is worse.

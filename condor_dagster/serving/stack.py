@@ -156,9 +156,14 @@ class _Child:
             self.process.wait()
             self.process = None
 
+    def terminate(self) -> None:
+        """SIGTERM: the daemon and the webserver shut down cleanly on it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
     def stop(self, timeout_s: float) -> None:
-        """SIGTERM (the daemon and the webserver shut down cleanly on it), then whatever is
-        left of its process tree and earlier sessions."""
+        """terminate(), wait, then end whatever is left of its process tree and of earlier
+        sessions."""
         leftovers = []
         if self.process is not None:
             leftovers = _descendants(self.process.pid)
@@ -318,7 +323,10 @@ class ServeStack:
         )
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Webserver first, then the daemon and what it started (code servers, run workers)."""
+        """Both at once (each takes seconds to wind down), then what they started (code
+        servers, run workers)."""
+        self.webserver.terminate()
+        self.daemon.terminate()
         self.webserver.stop(timeout_s)
         self.daemon.stop(timeout_s)
 
