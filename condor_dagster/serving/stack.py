@@ -72,8 +72,9 @@ def prepare_dagster_home(home: str | Path, config: str | Path = INSTANCE_CONFIG)
 
 
 def init_instance(home: Path, env: Mapping[str, str], pool_limits: Mapping[str, int]) -> None:
-    """Open the instance once (creates or migrates nothing but missing tables) and set the
-    concurrency pool limits, before the webserver and daemon start."""
+    """Open the instance once before the webserver and daemon start (on a new database this
+    creates the tables, which two processes starting together would race to do) and set the
+    concurrency pool limits (`dagster instance concurrency set gpu 1` does the same)."""
     missing = [k for k in PG_ENV_VARS if k not in env]
     if missing:
         raise ValueError(
