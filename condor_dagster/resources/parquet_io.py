@@ -49,7 +49,8 @@ def check_partition_key(partition_key: str, asset: str = "") -> str:
         raise ValueError(
             f"partition key {partition_key!r}{where} cannot be stored as a file: keys must match "
             f"{PARTITION_KEY_PATTERN.pattern} (lowercase letters, digits, '.', '_', '-'; at most "
-            "64 characters, starting with a letter or digit, no '..')"
+            "64 characters, starting with a letter or digit, no '..'); tag partition keys come "
+            "from condor_dagster.core.tag_ids.node_id(path), never from raw tag names"
         )
     return partition_key
 
