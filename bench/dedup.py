@@ -1,9 +1,9 @@
 """dedup_100k_seconds (exact search), dedup_1m_seconds and dedup_1m_recall (approximate index),
 and this machine's float32 matrix-multiply speed, which bounds the exact search from below.
 
-Exact all-pairs search over n rows of d dims is about n^2 * d multiply-adds (each pair once):
-n^2 * d floating-point operations... times 2 for multiply + add, halved for the upper
-triangle. No implementation on this machine can beat n^2 * d / sgemm_flops.
+An exact search over n rows of d dims scores every pair once: n^2 / 2 dot products of d
+multiply-adds, n^2 * d floating-point operations. No implementation on this machine beats
+n^2 * d / (its float32 GEMM speed).
 """
 
 from __future__ import annotations

@@ -190,7 +190,7 @@ def _median_of(document: dict[str, Any], key: str, *path: str) -> float | None:
     entry = document["figures"].get(key)
     if entry is None:
         return None
-    value: Any = entry
+    value: Any = entry if path else entry["median"]
     for part in path:
         value = value.get(part) if isinstance(value, dict) else None
         if value is None:

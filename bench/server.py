@@ -75,8 +75,11 @@ def run(ctx: Context) -> dict[str, Result]:
         f"server: warm-up, then {ctx.reps} x (server client {len(requests)}, in-process "
         f"{len(requests)}, sequential {len(seq_requests)})"
     )
-    server_side()
-    sequential_side()
+    # Warm-up on a slice of each side (connections, server-side caches, code paths).
+    OpenAIServerResource(
+        base_url=server.base_url, cache_path=str(services.fresh_cache(ctx))
+    ).generate(requests[:64])
+    sequential(server.base_url, served_model, seq_requests[:4])
     rows: dict[str, list[tuple[float, int]]] = {"server": [], "offline": [], "sequential": []}
     for _ in range(ctx.reps):
         rows["server"].append(server_side())
