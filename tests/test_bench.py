@@ -22,7 +22,8 @@ def bench_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str
     results, markdown = out / "results.json", out / "BENCHMARKS.md"
     markdown.write_text(
         "# Benchmarks\n\nProse before.\n\n<!-- bench:table:start (kept by hand) -->\nold table\n"
-        "<!-- bench:table:end -->\n\nProse after.\n"
+        "<!-- bench:table:end -->\n\nProse between.\n\n<!-- bench:inputs:start -->\n"
+        "<!-- bench:inputs:end -->\n\nProse after.\n"
     )
     done = subprocess.run(
         [
@@ -73,6 +74,7 @@ def test_table_is_printed_and_markdown_prose_is_kept(bench_run: tuple[Path, Path
     text = markdown.read_text()
     assert text.startswith("# Benchmarks\n\nProse before.") and text.endswith("Prose after.\n")
     assert "old table" not in text and "| `backfill_runs_for_1000_tags` | 40.0 |" in text
+    assert "\nProse between.\n" in text and "- Runs per 1,000 tags: 40" in text
 
 
 def test_unknown_figure_is_refused_with_the_list() -> None:
