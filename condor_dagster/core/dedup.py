@@ -242,9 +242,9 @@ def _flat_pairs(vectors: np.ndarray, limit: np.float32) -> Iterator[Pairs]:
     """Exhaustive search: per block of query rows, every (query, earlier row, similarity)
     with similarity >= limit, from float32 sgemm tiles over the lower triangle only.
 
-    This is a dense n^2 * d problem bound by the BLAS (about n^2 * d multiply-adds for n rows):
-    tiles stay in cache, the threshold test is one vectorised pass per tile, and Python only
-    sees the rows that have a match."""
+    A dense problem bound by the BLAS: n^2 / 2 pairs of d multiply-adds, n^2 * d flops. Tiles
+    stay in cache, the threshold test is one vectorised pass per tile, and Python only sees
+    the rows that have a match."""
     n = len(vectors)
     block, tile = _FLAT_QUERY_BLOCK, _FLAT_COLUMN_TILE
     scores = np.empty((block, tile), dtype=np.float32)
