@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Dagster warns on every import that backfill_policy and pools are beta; the CLI's users
+    # chose them knowingly, so keep the terminal for the pipeline's own output.
+    warnings.filterwarnings("ignore", message=r".*(is currently in beta|is currently in preview)")
     return int(args.func(args))
 
 
