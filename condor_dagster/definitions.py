@@ -16,7 +16,6 @@ import dagster as dg
 
 from condor_dagster.assets import CONDOR_ASSETS, TAG_ASSETS, knowledge_tree, sft_dataset
 from condor_dagster.assets.llm_smoke import engine_smoke_test
-from condor_dagster.assets.partitions import tags_partitions
 from condor_dagster.assets.sensors import tags_sensor
 from condor_dagster.core.paths import models_dir
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
@@ -60,7 +59,6 @@ knowledge_tree_job = dg.define_asset_job(
 condor_tags_job = dg.define_asset_job(
     "condor_tags_job",
     selection=TAG_ASSETS,
-    partitions_def=tags_partitions,
     description="Questions, dedup, draft answers and refinement for the selected tags.",
 )
 
