@@ -83,9 +83,12 @@ class Sizes:
 
     chat_requests: int = 1024
     chat_max_tokens: int = 64
+    # The engine and server figures' generation budget: a short draft answer (the pipeline's
+    # answers ask for up to 1,024 tokens and questions for 512; see BENCHMARKS.md).
+    answer_max_tokens: int = 256
     replay_requests: int = 1000
     server_requests: int = 512
-    sequential_requests: int = 64
+    sequential_requests: int = 32
     pipeline_tags: int = 8
     pipeline_questions: tuple[int, int] = (8, 64)
     embed_questions: int = 5000
@@ -100,6 +103,7 @@ class Sizes:
         return cls(
             chat_requests=64,
             chat_max_tokens=16,
+            answer_max_tokens=16,
             replay_requests=64,
             server_requests=64,
             sequential_requests=8,

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import time
 
-from bench.core import Context, Result, paired, ratios, timed
+from bench.core import Context, Result, ratios, timed
 from bench.services import chat_requests, raw_chat
 
 
 def run(ctx: Context) -> dict[str, Result]:
     services = ctx.services
     sizes = ctx.sizes
-    requests = chat_requests(sizes.chat_requests, sizes.chat_max_tokens)
+    requests = chat_requests(sizes.chat_requests, sizes.answer_max_tokens)
     llm = services.raw_engine()
     resources = []
 
@@ -40,7 +40,17 @@ def run(ctx: Context) -> dict[str, Result]:
     ctx.log(f"engine overhead: warm-up, then {ctx.reps} x (resource, raw) on {len(requests)}")
     raw_side()
     resource_side()
-    ours, raw = paired(ctx.reps, resource_side, raw_side)
+    # The order alternates (resource first, then raw first, ...): the second side of a pair
+    # otherwise always runs on a warmer or a more loaded machine.
+    ours: list[float] = []
+    raw: list[float] = []
+    for rep in range(ctx.reps):
+        if rep % 2:
+            raw.append(raw_side())
+            ours.append(resource_side())
+        else:
+            ours.append(resource_side())
+            raw.append(raw_side())
     tok_s = [t / s for t, s in zip(tokens[1:], raw, strict=True)]
     overhead_ms = [(o - r) / len(requests) * 1000 for o, r in zip(ours, raw, strict=True)]
 
@@ -58,12 +68,13 @@ def run(ctx: Context) -> dict[str, Result]:
         "engine_overhead_ratio": Result(
             ratios(ours, raw),
             note=(
-                f"N={len(requests)} chat requests, max_tokens {sizes.chat_max_tokens}; "
-                f"raw {_med(raw):.2f} s, resource {_med(ours):.2f} s"
+                f"N={len(requests)} chat requests, max_tokens {sizes.answer_max_tokens}; "
+                f"raw {_med(raw):.2f} s, resource {_med(ours):.2f} s "
+                f"({_med(overhead_ms):+.2f} ms per request)"
             ),
             detail={
                 "requests": len(requests),
-                "max_tokens": sizes.chat_max_tokens,
+                "max_tokens": sizes.answer_max_tokens,
                 "raw_seconds": raw,
                 "resource_seconds": ours,
                 "raw_completion_tokens_per_s": tok_s,

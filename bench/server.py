@@ -42,7 +42,7 @@ def run(ctx: Context) -> dict[str, Result]:
     server = services.server
     sizes = ctx.sizes
     # Requests of their own (a salt), so no figure replays another's prefix cache state.
-    requests = chat_requests(sizes.server_requests, sizes.chat_max_tokens, salt=" s")
+    requests = chat_requests(sizes.server_requests, sizes.answer_max_tokens, salt=" s")
     seq_requests = requests[: sizes.sequential_requests]
     served_model = str(ctx.model_dir)
 
@@ -94,7 +94,7 @@ def run(ctx: Context) -> dict[str, Result]:
     detail = {
         "requests": len(requests),
         "sequential_requests": len(seq_requests),
-        "max_tokens": sizes.chat_max_tokens,
+        "max_tokens": sizes.answer_max_tokens,
         "max_concurrency": OpenAIServerResource.model_fields["max_concurrency"].default,
         "completion_tokens_per_s": tok_s,
         "requests_per_s": req_s,

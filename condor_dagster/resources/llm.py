@@ -85,7 +85,8 @@ class LLMResource(dg.ConfigurableResource):
     seed: int = Field(default=0, ge=0)
     """Base seed; each request's seed derives from it and the request content."""
     chunk_size: int = Field(default=1024, ge=1)
-    """Requests per engine submission and per cache write; a crash loses at most one chunk."""
+    """Requests per engine submission and most completions per cache write. Completions reach
+    the cache as they finish (within CACHE_FLUSH_INTERVAL_S), so a crash loses seconds of work."""
     use_cache: bool = True
     """Read and write the persistent response cache."""
     cache_path: str | None = None

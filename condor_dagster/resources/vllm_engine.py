@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -155,16 +155,88 @@ class VLLMEngineResource(LLMResource):
     def _generate_uncached(
         self, requests: Sequence[LLMRequest], seeds: Sequence[int], sink: SinkFn
     ) -> None:
+        """Stream completions to `sink` as the engine finishes them.
+
+        `LLM.chat` returns only when its whole batch is done, so a chunk's completions would
+        reach the cache (and a killed run would keep them) only at its end. Instead requests are
+        enqueued and the engine stepped here: each finished completion goes to the sink at
+        once, and the sink's cache writes run while the engine-core process (vLLM V1) keeps
+        generating. The next chunk is enqueued while the current one drains, so the batch
+        stays full across chunk boundaries."""
+        engine = self.get_engine()
+        llm_engine = engine.llm_engine
+        chunks = self._chunks(engine, requests, seeds, sink)
+        in_flight: dict[str, tuple[int, float]] = {}  # vLLM output id -> (index, submitted at)
+        submitted: list[str] = []
+
+        def submit() -> bool:
+            chunk = next(chunks, None)
+            if chunk is None:
+                return False
+            indices, messages, params = chunk
+            now = time.perf_counter()
+            ids = engine.enqueue_chat(messages, params, use_tqdm=False)
+            submitted.extend(ids)
+            for request_id, index in zip(ids, indices, strict=True):
+                in_flight[_external_id(request_id)] = (index, now)
+            return True
+
+        more = True
+        try:
+            while True:
+                if more and len(in_flight) <= self.chunk_size // 2:
+                    more = submit()
+                # Requests the engine lost (none expected) are reported by generate() as missing.
+                if not in_flight or not llm_engine.has_unfinished_requests():
+                    break
+                for output in llm_engine.step():
+                    if not output.finished:  # enqueue_chat asks for final outputs only
+                        continue
+                    found = in_flight.pop(_external_id(output.request_id), None)
+                    if found is None:
+                        continue
+                    index, submitted_at = found
+                    out = output.outputs[0]
+                    sink(
+                        index,
+                        RawCompletion(
+                            text=out.text,
+                            finish_reason=out.finish_reason or "unknown",
+                            prompt_tokens=len(output.prompt_token_ids or ()),
+                            completion_tokens=len(out.token_ids),
+                            latency_s=time.perf_counter() - submitted_at,
+                        ),
+                    )
+        except BaseException:
+            # Leave the shared engine empty for the next call (its step loop would otherwise
+            # collect these orphans).
+            llm_engine.abort_request(submitted, internal=True)
+            raise
+
+    def _chunks(
+        self, engine: Any, requests: Sequence[LLMRequest], seeds: Sequence[int], sink: SinkFn
+    ) -> Iterator[tuple[list[int], list[list[dict[str, str]]], list[Any]]]:
+        """(indices, messages, vLLM sampling params) per chunk of chunk_size requests, built
+        when the engine needs them; over-long prompts go to the sink as rejected."""
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        engine = self.get_engine()
         for start in range(0, len(requests), self.chunk_size):
             chunk = requests[start : start + self.chunk_size]
-            params = []
-            for request, seed in zip(chunk, seeds[start : start + self.chunk_size], strict=True):
+            chunk_indices = list(range(start, start + len(chunk)))
+            rejected = self._too_long(engine, chunk, chunk_indices)
+            for index, message in rejected.items():
+                # A prompt over the context is a data problem: a rejected completion, like the
+                # server's HTTP 400, instead of an error that kills the whole batch.
+                sink(index, RawCompletion(message, "rejected", 0, 0, 0.0))
+            indices, messages, params = [], [], []
+            for index, request in zip(chunk_indices, chunk, strict=True):
+                if index in rejected:
+                    continue
                 s = request.sampling
                 schema = request.json_schema()
+                indices.append(index)
+                messages.append(request.messages_as_dicts())
                 params.append(
                     SamplingParams(
                         temperature=s.temperature,
@@ -173,44 +245,14 @@ class VLLMEngineResource(LLMResource):
                         max_tokens=s.max_tokens,
                         repetition_penalty=s.repetition_penalty,
                         stop=list(s.stop) or None,
-                        seed=seed,
+                        seed=seeds[index],
                         structured_outputs=(
                             StructuredOutputsParams(json=schema) if schema is not None else None
                         ),
                     )
                 )
-            chunk_indices = list(range(start, start + len(chunk)))
-            rejected = self._too_long(engine, chunk, chunk_indices)
-            for index, message in rejected.items():
-                # A prompt over the context is a data problem: a rejected completion, like the
-                # server's HTTP 400, instead of an error that kills the whole batch.
-                sink(index, RawCompletion(message, "rejected", 0, 0, 0.0))
-            kept = [
-                (i, r, p)
-                for i, r, p in zip(chunk_indices, chunk, params, strict=True)
-                if i not in rejected
-            ]
-            if not kept:
-                continue
-            began = time.perf_counter()
-            outputs = engine.chat(
-                [r.messages_as_dicts() for _, r, _ in kept],
-                [p for _, _, p in kept],
-                use_tqdm=False,
-            )
-            elapsed = time.perf_counter() - began
-            for (index, _, _), output in zip(kept, outputs, strict=True):
-                out = output.outputs[0]
-                sink(
-                    index,
-                    RawCompletion(
-                        text=out.text,
-                        finish_reason=out.finish_reason or "unknown",
-                        prompt_tokens=len(output.prompt_token_ids or ()),
-                        completion_tokens=len(out.token_ids),
-                        latency_s=elapsed,
-                    ),
-                )
+            if indices:
+                yield indices, messages, params
 
     def _too_long(
         self, engine: Any, chunk: Sequence[LLMRequest], indices: list[int]
@@ -237,6 +279,12 @@ class VLLMEngineResource(LLMResource):
                     f"({self.max_model_len}); shorten the input or raise max_model_len"
                 )
         return rejected
+
+
+def _external_id(request_id: str) -> str:
+    """The id vLLM's outputs carry for a request: `enqueue_chat` returns the engine's internal
+    id, "<counter>-<8 random chars>", while outputs carry the counter alone (vLLM 0.32)."""
+    return request_id.split("-", 1)[0]
 
 
 def shutdown_engines() -> int:

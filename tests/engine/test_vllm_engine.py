@@ -92,14 +92,15 @@ def test_partially_cached_batch_generates_only_the_missing(engine_settings, tmp_
     first = engine(engine_settings, cache).generate(requests[:15])
     assert first.stats.cache_misses == 15
 
-    # Small chunks: the cache fills chunk by chunk as the engine finishes them.
+    # Small chunks: the cache fills as the engine finishes requests, at most a chunk per write
+    # (or fewer, when CACHE_FLUSH_INTERVAL_S passes first).
     seen: list[tuple[int, int]] = []
     rest = engine(engine_settings, cache, chunk_size=10).generate(
         requests, progress=lambda done, total, _stats: seen.append((done, total))
     )
     assert rest.stats.cache_hits == 15 and rest.stats.cache_misses == 25
     assert [c.text for c in rest][:15] == [c.text for c in first]
-    assert seen[0] == (10, 25) and seen[-1] == (25, 25)
+    assert 0 < seen[0][0] <= 10 and seen[0][1] == 25 and seen[-1] == (25, 25)
     assert ResponseCache(cache).count() == 40
 
 
