@@ -239,9 +239,12 @@ def child(assets_dir: str, export_dir: str, keys_file: str) -> None:
         },
     )
     assert result.success
-    samples = result.output_for_node("sft_dataset")
+    # Read before anything else is loaded; the row count comes from the materialization's
+    # metadata (reading the output back would add a copy no run process holds).
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"peak_rss_mb": peak_mb, "samples": samples.height}))
+    (materialization,) = result.asset_materializations_for_node("sft_dataset")
+    samples = materialization.metadata["dagster/row_count"].value
+    print(json.dumps({"peak_rss_mb": peak_mb, "samples": samples}))
 
 
 def run(ctx: Context) -> dict[str, Result]:

@@ -5,7 +5,6 @@ from collections import Counter
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import polars as pl
 from pydantic import Field
 
@@ -16,7 +15,6 @@ from condor_dagster.core.export import (
     dataset_card,
     export_variant,
     validate_export,
-    variant_frame,
     with_keep_decisions,
     write_card,
 )
@@ -37,37 +35,48 @@ class SftDatasetConfig(dg.Config):
     """Where the exports go; default <CONDOR_DATA_DIR>/exports."""
 
 
-def _concat(frames: dict[str, pl.DataFrame]) -> pl.DataFrame | None:
-    parts = [f for f in frames.values() if f is not None and f.height]
+def _concat(frames: dict[str, pl.LazyFrame]) -> pl.LazyFrame | None:
+    """The non-empty partitions as one lazy frame (row counts come from the Parquet footers)."""
+    parts = [f for f in frames.values() if f is not None and f.select(pl.len()).collect().item()]
     return pl.concat(parts, how="vertical_relaxed") if parts else None
 
 
-def _refine_tokens(refined: pl.DataFrame) -> int:
-    rounds = refined.select(pl.col("rounds").explode()).unnest("rounds")
-    if rounds.height == 0:
-        return 0
-    critique = int(rounds["critique_lineage"].struct.field("completion_tokens").sum())
-    rewrite = int(rounds["answer_lineage"].struct.field("completion_tokens").fill_null(0).sum())
-    return critique + rewrite
+def _refine_tokens(samples: pl.DataFrame) -> int:
+    """Completion tokens of every critique and rewrite round (a missing count adds 0)."""
+
+    def tokens(lineage: str) -> pl.Expr:
+        field = pl.element().struct.field(lineage).struct.field("completion_tokens")
+        return pl.col("rounds").list.eval(field).explode().sum().alias(lineage)
+
+    critique, rewrite = samples.select(tokens("critique_lineage"), tokens("answer_lineage")).row(0)
+    return int(critique or 0) + int(rewrite or 0)
 
 
-def build_samples(refined: pl.DataFrame, drafts: pl.DataFrame) -> pl.DataFrame:
-    """One row per refined answer, with its draft's text and lineage beside it."""
+# The refined columns the plan carries; the others (answers, rounds) are gathered one by one.
+_PLAN_COLUMNS = ("id", "parent_id", "question_id", "question", "tag_path")
+
+
+def sample_plan(refined: pl.LazyFrame, drafts: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
+    """The rows of the samples frame without the long texts, in id order: one row per refined
+    answer with `_row` (its row in `refined`), the short refined columns, its draft's
+    truncation and lineage beside it, the refine finish reason and the root domain."""
     last_finish = (
-        refined["rounds"]
+        pl.col("rounds")
         .list.eval(
             pl.element().struct.field("answer_lineage").struct.field("finish_reason").drop_nulls()
         )
         .list.last()
     )
-    draft_cols = drafts.select(
+    draft_cols = drafts.lazy().select(
         pl.col("id").alias("parent_id"),
         pl.col("truncated").alias("draft_truncated"),
         pl.col("lineage").struct.field("finish_reason").alias("draft_finish_reason"),
         pl.col("lineage").alias("draft_lineage"),
     )
     return (
-        refined.with_columns(last_finish.alias("_rewrite_finish"))
+        refined.lazy()
+        .with_row_index("_row")
+        .select("_row", *_PLAN_COLUMNS, last_finish.alias("_rewrite_finish"))
         .join(draft_cols, on="parent_id", how="left")
         .with_columns(
             pl.coalesce("_rewrite_finish", "draft_finish_reason").alias("refine_finish_reason"),
@@ -75,7 +84,27 @@ def build_samples(refined: pl.DataFrame, drafts: pl.DataFrame) -> pl.DataFrame:
         )
         .drop("_rewrite_finish")
         .sort("id")
+        .collect()
     )
+
+
+def build_samples(refined: pl.LazyFrame, plan: pl.DataFrame) -> pl.DataFrame:
+    """The samples frame: every refined column in plan order, then the plan's own columns.
+
+    Each long column is read from the scan and reordered on its own, so memory holds the
+    result plus one column, never the unordered frame beside its ordered copy."""
+    rows = plan["_row"]
+    # One chunk before the gather: gathering nested columns (rounds) across the partitions'
+    # chunks costs several times the column; contiguous, it costs about one copy.
+    columns = [
+        plan[name]
+        if name in _PLAN_COLUMNS
+        else refined.select(name).collect()[name].rechunk().gather(rows)
+        for name in refined.collect_schema().names()
+    ]
+    refined_names = {column.name for column in columns}
+    extra = [plan[name] for name in plan.columns if name not in refined_names and name != "_row"]
+    return pl.DataFrame([*columns, *extra])
 
 
 @dg.asset(
@@ -92,12 +121,15 @@ def sft_dataset(
     context: dg.AssetExecutionContext,
     config: SftDatasetConfig,
     knowledge_tree: pl.DataFrame,
-    refined_answers: dict[str, pl.DataFrame],
-    draft_answers: dict[str, pl.DataFrame],
-    deduplicated_questions: dict[str, pl.DataFrame],
+    refined_answers: dict[str, pl.LazyFrame],
+    draft_answers: dict[str, pl.LazyFrame],
+    deduplicated_questions: dict[str, pl.LazyFrame],
 ):
     """Every sample with its keep decisions; exports both variants (refine, void) as Parquet,
-    messages JSONL and ShareGPT JSONL, plus a dataset card."""
+    messages JSONL and ShareGPT JSONL, plus a dataset card.
+
+    The tag partitions come in as lazy scans of the IO manager's files (LazyFrame inputs): each
+    column is read once and only where it is used, so memory peaks near one samples frame."""
     refined = _concat(refined_answers)
     drafts = _concat(draft_answers)
     dedup = _concat(deduplicated_questions)
@@ -106,17 +138,21 @@ def sft_dataset(
             "no materialized refined_answers partitions yet; materialize the tag assets first "
             "(make demo, or a backfill of raw_questions..refined_answers)"
         )
-    kept_questions = dedup.filter(pl.col("kept") & pl.col("embedding").is_not_null())
-    embeddings = {
-        qid: np.asarray(vec, dtype=np.float32)
-        for qid, vec in zip(kept_questions["id"], kept_questions["embedding"], strict=True)
-    }
-    samples = build_samples(refined, drafts)
-    samples = with_keep_decisions(
-        cross_tag_decisions(
-            samples, embeddings, config.similarity_threshold, config.exact_search_max
-        )
+    # Only what the join and the provenance facts need from the drafts (not their texts).
+    draft_facts = drafts.select("id", "truncated", "lineage").collect()
+    models = sorted(set(draft_facts["lineage"].struct.field("model").to_list()))
+    draft_tokens = int(draft_facts["lineage"].struct.field("completion_tokens").sum())
+    plan = sample_plan(refined, draft_facts)
+    del draft_facts
+    # The cross-tag search (embedding matrix, index) runs before the long texts are read.
+    plan = cross_tag_decisions(
+        plan,
+        dedup.filter(pl.col("kept") & pl.col("embedding").is_not_null()),
+        config.similarity_threshold,
+        config.exact_search_max,
     )
+    samples = with_keep_decisions(build_samples(refined, plan))
+    del plan
     problems = validate_export(samples, set(knowledge_tree["node_id"].to_list()))
     yield dg.AssetCheckResult(
         check_name="export_ready",
@@ -130,19 +166,18 @@ def sft_dataset(
     out = Path(config.export_dir) if config.export_dir else data_dir() / "exports"
     files: dict[str, str] = {}
     for variant in VARIANTS:
-        frame = variant_frame(samples, variant)
-        for kind, path in export_variant(frame, out, variant).items():
+        for kind, path in export_variant(samples, out, variant).items():
             files[f"{variant}_{kind}"] = str(path)
     facts = {
         "tag partitions": samples["tag_id"].n_unique(),
-        "models": sorted(set(drafts["lineage"].struct.field("model").to_list())),
+        "models": models,
         "prompt shas": {
             f"{name}/{lang}": load_prompt(name, lang).sha
             for name in ("questions", "answer", "critique", "refine")
             for lang in ("en", "zh")
         },
-        "draft completion tokens": int(drafts["lineage"].struct.field("completion_tokens").sum()),
-        "refine completion tokens (critiques + rewrites)": _refine_tokens(refined),
+        "draft completion tokens": draft_tokens,
+        "refine completion tokens (critiques + rewrites)": _refine_tokens(samples),
         "cross-tag dedup index": samples["dedup_index"][0],
         "similarity threshold": config.similarity_threshold,
     }

@@ -12,7 +12,7 @@ import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,27 +31,49 @@ REFUSAL = re.compile(
 )
 
 
+def embedding_matrix(embeddings: pl.DataFrame | pl.LazyFrame, ids: Sequence[str]) -> np.ndarray:
+    """The float32 (len(ids), d) matrix whose row i is the stored embedding of `ids[i]`.
+
+    `embeddings` has columns `id` and `embedding` (a list column); when an id occurs twice the
+    last row wins. The rows are gathered by a join and the Arrow values buffer becomes the matrix
+    in one copy: no per-row arrays (200k small numpy arrays cost several times the data).
+    """
+    frame = embeddings.lazy().select("id", "embedding").collect()
+    if frame["id"].is_duplicated().any():
+        frame = frame.unique(subset="id", keep="last", maintain_order=True)
+    if not ids:
+        dim = len(frame["embedding"][0]) if frame.height else 0
+        return np.zeros((0, dim), np.float32)
+    wanted = pl.DataFrame({"id": list(ids)}, schema={"id": pl.String})
+    gathered = wanted.join(frame, on="id", how="left", maintain_order="left")["embedding"]
+    del frame
+    if gathered.null_count():
+        missing = wanted.filter(gathered.is_null())["id"][0]
+        raise KeyError(f"no stored embedding for question {missing!r} (deduplicated_questions)")
+    lengths = gathered.list.len()
+    dim = int(lengths[0])
+    if (lengths != dim).any():
+        raise ValueError(f"stored embeddings have different lengths ({lengths.unique().to_list()})")
+    flat = gathered.explode().cast(pl.Float32)
+    del gathered
+    return flat.to_numpy().reshape(len(ids), dim)
+
+
 def cross_tag_decisions(
     samples: pl.DataFrame,
-    embeddings: dict[str, np.ndarray],
+    embeddings: pl.DataFrame | pl.LazyFrame,
     threshold: float,
     exact_search_max: int,
 ) -> pl.DataFrame:
     """`question_dup_of` / `question_similarity` per sample: exact then near duplicates of
     questions across tags, smallest question id kept, using the embeddings stored by
-    deduplicated_questions (nothing is embedded again)."""
+    deduplicated_questions (`id`, `embedding`; nothing is embedded again)."""
     ids = samples["question_id"].to_list()
     exact = find_exact_duplicates(ids, samples["question"].to_list())
-    survivors = [i for i, d in enumerate(exact) if d.kept]
-    dim = next((len(v) for v in embeddings.values()), 0)
-    vectors = (
-        np.stack([embeddings[ids[i]] for i in survivors])
-        if survivors
-        else np.zeros((0, dim), np.float32)
-    )
-    near = find_near_duplicates(
-        [ids[i] for i in survivors], vectors, threshold, exact_search_max=exact_search_max
-    )
+    survivor_ids = [ids[i] for i, d in enumerate(exact) if d.kept]
+    vectors = embedding_matrix(embeddings, survivor_ids)
+    near = find_near_duplicates(survivor_ids, vectors, threshold, exact_search_max=exact_search_max)
+    del vectors
     decided = {d.id: d for d in exact}
     decided.update({d.id: d for d in near.decisions})
     return samples.with_columns(
@@ -75,6 +97,10 @@ def drop_reason(answer: str | None, truncated: bool, finish_reason: str | None) 
     return None
 
 
+# Rows per slice when a column is walked in Python: bounds the Python strings alive at once.
+_SLICE_ROWS = 8192
+
+
 def with_keep_decisions(samples: pl.DataFrame) -> pl.DataFrame:
     """`drop_reason_<variant>` / `kept_<variant>` for both variants; a cross-tag duplicate
     question drops both."""
@@ -83,16 +109,13 @@ def with_keep_decisions(samples: pl.DataFrame) -> pl.DataFrame:
         ("refine", "answer", "truncated", "refine_finish_reason"),
         ("void", "draft_answer", "draft_truncated", "draft_finish_reason"),
     ):
-        reasons = [
-            "cross_tag_duplicate" if dup else drop_reason(a, t, f)
-            for dup, a, t, f in zip(
-                samples["question_dup_reason"].to_list(),
-                samples[answer].to_list(),
-                samples[truncated].to_list(),
-                samples[finish].to_list(),
-                strict=True,
+        reasons: list[str | None] = []
+        columns = samples.select("question_dup_reason", answer, truncated, finish)
+        for part in columns.iter_slices(_SLICE_ROWS):
+            reasons.extend(
+                "cross_tag_duplicate" if dup else drop_reason(a, t, f)
+                for dup, a, t, f in part.iter_rows()
             )
-        ]
         out = out.with_columns(
             pl.Series(f"drop_reason_{variant}", reasons, pl.String),
             pl.Series(f"kept_{variant}", [r is None for r in reasons], pl.Boolean),
@@ -108,15 +131,19 @@ def sharegpt(question: str, answer: str) -> list[dict[str, str]]:
     return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
 
 
-def variant_frame(samples: pl.DataFrame, variant: str) -> pl.DataFrame:
-    """The kept samples of a variant: id, the two texts, and every lineage column."""
+def variant_frame(samples: pl.DataFrame | pl.LazyFrame, variant: str) -> pl.LazyFrame:
+    """The kept samples of a variant: id, the two texts, and every lineage column (lazy, so
+    the exports stream it instead of holding a filtered copy of every sample)."""
     answer = "answer" if variant == "refine" else "draft_answer"
-    kept = samples.filter(pl.col(f"kept_{variant}"))
-    return kept.select(
-        pl.col("id"),
-        pl.col("question"),
-        pl.col(answer).alias("answer"),
-        pl.exclude("id", "question", "answer", "draft_answer", "embedding"),
+    return (
+        samples.lazy()
+        .filter(pl.col(f"kept_{variant}"))
+        .select(
+            pl.col("id"),
+            pl.col("question"),
+            pl.col(answer).alias("answer"),
+            pl.exclude("id", "question", "answer", "draft_answer", "embedding"),
+        )
     )
 
 
@@ -142,15 +169,27 @@ def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     _atomic_write(path, write)
 
 
-def export_variant(frame: pl.DataFrame, out_dir: Path, variant: str) -> dict[str, Path]:
-    """Parquet (all lineage columns), messages JSONL and ShareGPT JSONL for one variant."""
+def export_variant(samples: pl.DataFrame, out_dir: Path, variant: str) -> dict[str, Path]:
+    """Parquet (all lineage columns), messages JSONL and ShareGPT JSONL for one variant's kept
+    samples. Streamed: the Parquet file is sunk from a lazy query and the JSONL files are
+    written a slice at a time, so no filtered copy of all samples is ever held."""
     paths = {
         "parquet": out_dir / f"sft_{variant}.parquet",
         "messages": out_dir / f"sft_{variant}.messages.jsonl",
         "sharegpt": out_dir / f"sft_{variant}.sharegpt.jsonl",
     }
-    _atomic_write(paths["parquet"], lambda tmp: frame.write_parquet(tmp, compression="zstd"))
-    rows = frame.select("id", "question", "answer", "tag_path", "task", "difficulty")
+    _atomic_write(
+        paths["parquet"],
+        lambda tmp: variant_frame(samples, variant).sink_parquet(tmp, compression="zstd"),
+    )
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for part in samples.iter_slices(_SLICE_ROWS):
+            kept = variant_frame(part, variant).select(
+                "id", "question", "answer", "tag_path", "task", "difficulty"
+            )
+            yield from kept.collect().iter_rows(named=True)
+
     _write_jsonl(
         paths["messages"],
         (
@@ -161,23 +200,19 @@ def export_variant(frame: pl.DataFrame, out_dir: Path, variant: str) -> dict[str
                 "task": r["task"],
                 "difficulty": r["difficulty"],
             }
-            for r in rows.iter_rows(named=True)
+            for r in rows()
         ),
     )
     _write_jsonl(
         paths["sharegpt"],
-        (
-            {"id": r["id"], "conversations": sharegpt(r["question"], r["answer"])}
-            for r in rows.iter_rows(named=True)
-        ),
+        ({"id": r["id"], "conversations": sharegpt(r["question"], r["answer"])} for r in rows()),
     )
     return paths
 
 
-def _lengths(values: list[str]) -> str:
-    if not values:
+def _lengths(lengths: np.ndarray) -> str:
+    if not len(lengths):
         return "-"
-    lengths = np.array([len(v) for v in values])
     return (
         f"mean {lengths.mean():.0f}, median {np.median(lengths):.0f}, "
         f"p95 {np.percentile(lengths, 95):.0f}, max {lengths.max()}"
@@ -206,8 +241,20 @@ def dataset_card(samples: pl.DataFrame, facts: dict[str, Any]) -> str:
         "",
     ]
     for variant in VARIANTS:
-        kept = samples.filter(pl.col(f"kept_{variant}"))
         answer = "answer" if variant == "refine" else "draft_answer"
+        # Only the short columns and the text lengths (characters), not a copy of the texts.
+        kept = (
+            samples.lazy()
+            .filter(pl.col(f"kept_{variant}"))
+            .select(
+                "root_domain",
+                "task",
+                "difficulty",
+                pl.col("question").str.len_chars().cast(pl.Int64).alias("question_chars"),
+                pl.col(answer).str.len_chars().cast(pl.Int64).alias("answer_chars"),
+            )
+            .collect()
+        )
         drops = Counter(samples[f"drop_reason_{variant}"].drop_nulls().to_list())
         lines += [
             f"## {variant}",
@@ -216,14 +263,15 @@ def dataset_card(samples: pl.DataFrame, facts: dict[str, Any]) -> str:
             _count_table(Counter(kept["task"].to_list()), "task"),
             _count_table(Counter(kept["difficulty"].to_list()), "difficulty"),
             _count_table(drops, "dropped: reason") if drops else "Nothing dropped.\n",
-            f"- question length (chars): {_lengths(kept['question'].to_list())}",
-            f"- answer length (chars): {_lengths(kept[answer].to_list())}",
+            f"- question length (chars): {_lengths(kept['question_chars'].to_numpy())}",
+            f"- answer length (chars): {_lengths(kept['answer_chars'].to_numpy())}",
             "",
         ]
     lines += ["## Provenance", ""]
     lines += [f"- {key}: {value}" for key, value in facts.items()]
     lines += ["", "## Examples", ""]
-    for row in samples.filter(pl.col("kept_refine")).head(3).iter_rows(named=True):
+    examples = samples.lazy().filter(pl.col("kept_refine")).head(3).collect()
+    for row in examples.iter_rows(named=True):
         lines += [
             f"**{row['tag_path']}** ({row['task']}, {row['difficulty']}) `{row['id']}`",
             "",
@@ -250,14 +298,20 @@ def validate_export(samples: pl.DataFrame, tree_node_ids: set[str]) -> dict[str,
     duplicates = samples["id"].is_duplicated().sum()
     if duplicates:
         problems["duplicate_ids"] = int(duplicates)
+    # Counted with expressions: filtering would copy every kept sample's texts.
     for variant, answer in (("refine", "answer"), ("void", "draft_answer")):
-        kept = samples.filter(pl.col(f"kept_{variant}"))
-        empty = kept.filter(
-            (pl.col("question").str.strip_chars() == "") | (pl.col(answer).str.strip_chars() == "")
-        ).height
+        empty = samples.select(
+            (
+                pl.col(f"kept_{variant}")
+                & (
+                    (pl.col("question").str.strip_chars() == "")
+                    | (pl.col(answer).str.strip_chars() == "")
+                )
+            ).sum()
+        ).item()
         if empty:
             problems[f"empty_messages_{variant}"] = empty
-    orphans = samples.filter(~pl.col("tag_id").is_in(list(tree_node_ids))).height
+    orphans = samples.select((~pl.col("tag_id").is_in(list(tree_node_ids))).sum()).item()
     if orphans:
         problems["rows_without_tree_node"] = orphans
     return problems

@@ -9,6 +9,8 @@ Outputs are polars DataFrames. A run over several partitions returns
 `dict[partition_key, pl.DataFrame]` and each frame goes to its own file; loading several
 upstream partitions gives the same kind of dict (also for one partition when the input is
 annotated as a dict). `None` (a whole output or one partition's value) is not written.
+An input annotated `pl.LazyFrame` (or `dict[str, pl.LazyFrame]`) gets `pl.scan_parquet` of
+the local file instead of the loaded frame (other filesystems: the loaded frame, as lazy).
 
 Local writes go to a hidden temporary sibling, are fsynced, then `os.replace`d onto the final
 name, so a killed run never leaves a half-written file and concurrent writers of one partition
@@ -173,12 +175,12 @@ class _ParquetStore(dg.UPathIOManager):
         loaded = super().load_input(context)
         wants_dict = context.has_asset_key and context.has_asset_partitions
         if wants_dict and _is_dict_annotation(context.dagster_type.typing_type):
-            if isinstance(loaded, pl.DataFrame):  # one partition, asked for as a dict
+            if isinstance(loaded, (pl.DataFrame, pl.LazyFrame)):  # one partition, as a dict
                 return {context.asset_partition_keys[0]: loaded}
             return loaded if loaded is not None else {}
         return loaded
 
-    def load_from_path(self, context: dg.InputContext, path: UPath) -> pl.DataFrame:
+    def load_from_path(self, context: dg.InputContext, path: UPath) -> pl.DataFrame | pl.LazyFrame:
         self._check_inside_base(path)
         if not self.path_exists(path):
             asset = context.asset_key.to_user_string() if context.has_asset_key else "input"
@@ -188,10 +190,13 @@ class _ParquetStore(dg.UPathIOManager):
                 else f"asset {asset}"
             )
             raise FileNotFoundError(f"no Parquet file for {what}: {path} does not exist")
+        lazy = _wants_lazy(context.dagster_type.typing_type)
         if self._local:
-            return pl.read_parquet(Path(path.path))
+            # A LazyFrame input is a scan: the consumer reads only the columns and rows it uses.
+            return pl.scan_parquet(Path(path.path)) if lazy else pl.read_parquet(Path(path.path))
         with path.open("rb") as file:
-            return pl.read_parquet(file)
+            frame = pl.read_parquet(file)
+        return frame.lazy() if lazy else frame
 
 
 def _is_dict_annotation(annotation: Any) -> bool:
@@ -200,6 +205,14 @@ def _is_dict_annotation(annotation: Any) -> bool:
         dict,
         Mapping,
     )
+
+
+def _wants_lazy(annotation: Any) -> bool:
+    """True for `pl.LazyFrame` and `dict[str, pl.LazyFrame]` (or Mapping) input annotations."""
+    if annotation is pl.LazyFrame:
+        return True
+    args: tuple[Any, ...] = getattr(annotation, "__args__", ())
+    return _is_dict_annotation(annotation) and args[-1:] == (pl.LazyFrame,)
 
 
 def _replace_atomically(frame: pl.DataFrame, target: Path) -> None:

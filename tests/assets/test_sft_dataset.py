@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from polars.testing import assert_frame_equal
 
 from condor_dagster.assets import CONDOR_ASSETS, sft_dataset
 from condor_dagster.resources.scripted_llm import ScriptRule
@@ -56,6 +57,27 @@ def test_exports_from_several_partitions_round_trip_through_datasets(tmp_path, m
     samples = world.read("sft_dataset")
     assert set(samples["tag_id"]) == set(keys[:5])  # missing partitions are skipped
 
+    # The asset scans the stored partitions lazily; the eager reading of the same files gives
+    # the same rows, order, columns and values.
+    refined, drafts = (
+        pl.concat([world.read(asset, key) for key in keys[:5]], how="vertical_relaxed")
+        for asset in ("refined_answers", "draft_answers")
+    )
+    draft_cols = drafts.select(
+        pl.col("id").alias("parent_id"),
+        pl.col("truncated").alias("draft_truncated"),
+        pl.col("lineage").struct.field("finish_reason").alias("draft_finish_reason"),
+        pl.col("lineage").alias("draft_lineage"),
+    )
+    expected = refined.join(draft_cols, on="parent_id", how="left").sort("id")
+    assert samples.columns == [
+        *expected.columns,
+        *("refine_finish_reason", "root_domain", "question_dup_reason", "question_dup_of"),
+        *("question_similarity", "dedup_index", "drop_reason_refine", "kept_refine"),
+        *("drop_reason_void", "kept_void"),
+    ]
+    assert_frame_equal(samples.select(expected.columns), expected)
+
     # The puppy question is asked under every tag: only the smallest question id survives.
     puppy = samples.filter(pl.col("question").str.contains("puppy"))
     assert puppy.filter(pl.col("kept_refine"))["question_id"].to_list() == [
@@ -69,6 +91,12 @@ def test_exports_from_several_partitions_round_trip_through_datasets(tmp_path, m
         kept = samples.filter(pl.col(f"kept_{variant}"))
         parquet = pl.read_parquet(out / f"sft_{variant}.parquet")
         assert sorted(parquet["id"]) == sorted(kept["id"])
+        answer_col = "answer" if variant == "refine" else "draft_answer"
+        lineage = pl.exclude("id", "question", "answer", "draft_answer")
+        assert_frame_equal(
+            parquet,
+            kept.select("id", "question", pl.col(answer_col).alias("answer"), lineage),
+        )
         assert {"draft_lineage", "rounds", "tag_path", "question_id"} <= set(parquet.columns)
         messages = load_dataset(
             "json", data_files=str(out / f"sft_{variant}.messages.jsonl"), split="train"
@@ -76,7 +104,6 @@ def test_exports_from_several_partitions_round_trip_through_datasets(tmp_path, m
         assert len(messages) == kept.height
         first = messages[0]
         assert [m["role"] for m in first["messages"]] == ["user", "assistant"]
-        answer_col = "answer" if variant == "refine" else "draft_answer"
         expected = kept.filter(pl.col("id") == first["id"]).row(0, named=True)
         assert first["messages"][1]["content"] == expected[answer_col]
         sharegpt = load_dataset(
@@ -93,6 +120,13 @@ def test_exports_from_several_partitions_round_trip_through_datasets(tmp_path, m
     assert refine_n == sum(1 for _ in (out / "sft_refine.messages.jsonl").open(encoding="utf-8"))
     assert void_n == sum(1 for _ in (out / "sft_void.messages.jsonl").open(encoding="utf-8"))
     assert "## Provenance" in card and "questions/en" in card
+    draft_tokens = int(drafts["lineage"].struct.field("completion_tokens").sum())
+    rounds = refined.select(pl.col("rounds").explode()).unnest("rounds")
+    refine_tokens = int(rounds["critique_lineage"].struct.field("completion_tokens").sum()) + int(
+        rounds["answer_lineage"].struct.field("completion_tokens").fill_null(0).sum()
+    )
+    assert f"- draft completion tokens: {draft_tokens}\n" in card
+    assert f"- refine completion tokens (critiques + rewrites): {refine_tokens}\n" in card
 
     # Deterministic: exporting again (other partition order in the instance) gives the same.
     again = export(world, tmp_path / "again")
