@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import psutil
 
 from bench.core import Context, Result, ratios, timed
 from bench.services import chat_requests
@@ -81,10 +82,19 @@ def run(ctx: Context) -> dict[str, Result]:
     ).generate(requests[:64])
     sequential(server.base_url, served_model, seq_requests[:4])
     rows: dict[str, list[tuple[float, int]]] = {"server": [], "offline": [], "sequential": []}
+    sides = {"server": server_side, "offline": offline_side, "sequential": sequential_side}
+    counts = {"server": len(requests), "offline": len(requests), "sequential": len(seq_requests)}
+    assert server.process is not None
+    cpu: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
     for _ in range(ctx.reps):
-        rows["server"].append(server_side())
-        rows["offline"].append(offline_side())
-        rows["sequential"].append(sequential_side())
+        for side, measure in sides.items():
+            before = cpu_seconds(server.process.pid)
+            rows[side].append(measure())
+            after = cpu_seconds(server.process.pid)
+            cpu[side].append(
+                {k: (after[k] - before[k]) * 1000 / counts[side] for k in after}
+                | {"wall": rows[side][-1][0] * 1000 / counts[side]}
+            )
     tok_s = {side: [t / s for s, t in values] for side, values in rows.items()}
     req_s = {
         "server": [len(requests) / s for s, _ in rows["server"]],
@@ -98,6 +108,12 @@ def run(ctx: Context) -> dict[str, Result]:
         "max_concurrency": OpenAIServerResource.model_fields["max_concurrency"].default,
         "completion_tokens_per_s": tok_s,
         "requests_per_s": req_s,
+        # Where each side's time goes, per request (median over repetitions): CPU ms of this
+        # process (the client, or the in-process engine's frontend), of the server's API process,
+        # and of every vLLM engine-core and worker process; and wall ms.
+        "cpu_ms_per_request": {
+            side: {k: _m([r[k] for r in reps]) for k in reps[0]} for side, reps in cpu.items()
+        },
     }
     return {
         "server_vs_sequential_speedup": Result(
@@ -116,6 +132,22 @@ def run(ctx: Context) -> dict[str, Result]:
             ),
             detail=detail,
         ),
+    }
+
+
+def cpu_seconds(server_pid: int) -> dict[str, float]:
+    """CPU seconds so far of this process, the server's API process, and every engine process
+    (the other descendants of this process: vLLM engine cores and workers, both engines')."""
+    me = psutil.Process()
+
+    def total(processes: list[psutil.Process]) -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+    descendants = me.children(recursive=True)
+    return {
+        "this_process": total([me]),
+        "server_api": total([p for p in descendants if p.pid == server_pid]),
+        "engines": total([p for p in descendants if p.pid != server_pid]),
     }
 
 
