@@ -231,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     model = str(ctx.model_dir) if needs_engine else "(none: no LLM figure run)"
     facts = run_facts(model, args.quick, reps, wall)
     by_key = {f.key: f for f in FIGURES}
-    entries = {k: figure_entry(by_key[k], results[k], facts["date"]) for k in keys}
+    entries = {
+        k: figure_entry(by_key[k], results[k], facts["date"], facts["git_commit"]) for k in keys
+    }
     document = write_results(args.output, facts, entries, FIGURE_KEYS)
     update_markdown(args.markdown, document)
     print(text_table({**document, "figures": {k: document["figures"][k] for k in keys}}))

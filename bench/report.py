@@ -85,7 +85,7 @@ def run_facts(model: str, quick: bool, reps: int, wall_s: float) -> dict[str, An
     }
 
 
-def figure_entry(figure: Figure, result: Result, run_date: str) -> dict[str, Any]:
+def figure_entry(figure: Figure, result: Result, run_date: str, commit: str = "") -> dict[str, Any]:
     return {
         "median": result.median,
         "min": min(result.samples),
@@ -99,26 +99,38 @@ def figure_entry(figure: Figure, result: Result, run_date: str) -> dict[str, Any
         "note": result.note,
         "detail": result.detail,
         "date": run_date,
+        "git_commit": commit,
     }
 
 
 def write_results(
     path: Path, facts: dict[str, Any], entries: dict[str, dict[str, Any]], order: list[str]
 ) -> dict[str, Any]:
-    """results.json: this run's facts and figures. Figures of the file that this run did not
-    measure (an --only run) are kept, each with the date it was measured."""
+    """results.json: the run's facts and figures. A run of every figure replaces the file; an
+    --only run keeps the last full run's facts as the header, replaces just its own figures
+    (each carries its date and commit) and is listed under "partial_runs"."""
     previous: dict[str, Any] = {}
     if path.exists():
         try:
-            previous = json.loads(path.read_text()).get("figures", {})
-        except (json.JSONDecodeError, AttributeError):
+            previous = json.loads(path.read_text())
+        except json.JSONDecodeError:
             previous = {}
-    figures = {**previous, **entries}
+    full = set(entries) >= set(order)
+    figures = {} if full else {**previous.get("figures", {}), **entries}
+    figures.update(entries)
     ordered = {k: figures[k] for k in order if k in figures}
     ordered.update({k: v for k, v in figures.items() if k not in ordered})
-    document = {**facts, "figures": ordered}
+    if full or "date" not in previous:
+        document = {**facts, "partial_runs": [], "figures": ordered}
+    else:
+        header = {k: v for k, v in previous.items() if k not in ("figures", "partial_runs")}
+        partial = {k: facts[k] for k in ("date", "git_commit", "model", "wall_seconds")}
+        runs = [*previous.get("partial_runs", []), {**partial, "figures": sorted(entries)}]
+        document = {**header, "partial_runs": runs, "figures": ordered}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2) + "\n")
+    tmp.replace(path)  # never a half-written results.json
     return document
 
 
@@ -166,6 +178,13 @@ def markdown_table(document: dict[str, Any]) -> str:
         f"vLLM {document['vllm_version']}, torch {document['torch_version']}; median of "
         f"{document['repetitions']} repetitions{' (--quick)' if document['quick'] else ''}, "
         f"bench wall time {document['wall_seconds'] / 60:.1f} min.",
+        *[
+            f"Re-measured {run['date']} at commit `{run['git_commit']}` (`--only`, "
+            f"{run['wall_seconds'] / 60:.1f} min): "
+            + ", ".join(f"`{k}`" for k in run["figures"])
+            + "."
+            for run in document.get("partial_runs", [])
+        ],
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "---|" * len(HEADER),
