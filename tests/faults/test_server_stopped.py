@@ -67,10 +67,15 @@ def error_chain(error: SerializableErrorInfo | None) -> str:
     return "\n".join(messages)
 
 
-def server_llm(deployment: Deployment, server: VLLMServerProcess) -> OpenAIServerResource:
+def server_llm(
+    deployment: Deployment, server: VLLMServerProcess, max_concurrency: int = 128
+) -> OpenAIServerResource:
     # Frequent liveness checks: the test need not wait out the default 3 x 10 s.
     return OpenAIServerResource(
-        base_url=server.base_url, cache_path=str(deployment.cache_path), health_check_interval_s=2
+        base_url=server.base_url,
+        cache_path=str(deployment.cache_path),
+        health_check_interval_s=2,
+        max_concurrency=max_concurrency,
     )
 
 

@@ -20,9 +20,10 @@ from .conftest import (
     wait_until,
 )
 
-# 4 tags x 7 tasks x 4 samples = 112 requests of up to 256 tokens: several seconds of
-# generation on the tiny model, while the cache fills every couple of seconds.
-SAMPLES = 4
+# 4 tags x 7 tasks x 16 samples = 448 requests of up to 256 tokens: ~25 s of generation on the
+# tiny model on a quiet machine (112 took ~6 s, too short to kill reliably mid-run), while the
+# cache fills every couple of seconds.
+SAMPLES = 16
 RUN_CONFIG = {
     "ops": {"raw_questions": {"config": {"samples_per_task": SAMPLES, "max_tokens": 256}}}
 }
