@@ -207,8 +207,6 @@ def _fill(template: pl.DataFrame, **columns: Any) -> pl.DataFrame:
 
 def child(assets_dir: str, export_dir: str, keys_file: str) -> None:
     """Materialize sft_dataset as a run process would, then print the peak RSS (MB)."""
-    import resource
-
     import dagster as dg
 
     from condor_dagster.assets import CONDOR_ASSETS, sft_dataset
@@ -241,10 +239,22 @@ def child(assets_dir: str, export_dir: str, keys_file: str) -> None:
     assert result.success
     # Read before anything else is loaded; the row count comes from the materialization's
     # metadata (reading the output back would add a copy no run process holds).
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = own_peak_rss_mb()
     (materialization,) = result.asset_materializations_for_node("sft_dataset")
     samples = materialization.metadata["dagster/row_count"].value
     print(json.dumps({"peak_rss_mb": peak_mb, "samples": samples}))
+
+
+def own_peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM). ru_maxrss is kept across execve on Linux, so in a
+    child started by a big parent (the bench, with an engine and 1M embeddings) it reports the
+    parent's size at fork: that is how an earlier full run read 6.2 GB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run(ctx: Context) -> dict[str, Result]:
