@@ -22,7 +22,7 @@ from bench.core import Context, Result, timed
 from bench.services import TASKS, TOPICS, raw_chat
 from condor_dagster.assets import CONDOR_ASSETS, draft_answers
 from condor_dagster.core.llm import SamplingParams
-from condor_dagster.core.questions import answer_job
+from condor_dagster.core.questions import answer_jobs
 from condor_dagster.core.records import DedupQuestionRow, content_id, rows_to_frame
 from condor_dagster.core.tag_ids import node_id
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
@@ -68,23 +68,13 @@ def write_questions(assets_dir: Path, tags: int, per_tag: int, size: str) -> lis
 def same_requests(assets_dir: Path, keys: list[str], max_tokens: int) -> list[Any]:
     """The requests draft_answers sends for these partitions, built the way it builds them."""
     sampling = SamplingParams(temperature=TEMPERATURE, max_tokens=max_tokens)
-    requests = []
-    for key in keys:
-        frame = pl.read_parquet(assets_dir / "deduplicated_questions" / f"{key}.parquet")
-        for row in frame.filter(pl.col("kept")).iter_rows(named=True):
-            requests.append(
-                answer_job(
-                    question_id=row["id"],
-                    tag_id=row["tag_id"],
-                    tag_path=row["tag_path"],
-                    task=row["task"],
-                    difficulty=row["difficulty"],
-                    language=row["language"],
-                    question=row["text"],
-                    sampling=sampling,
-                ).request
-            )
-    return requests
+    return [
+        job.request
+        for key in keys
+        for job in answer_jobs(
+            pl.read_parquet(assets_dir / "deduplicated_questions" / f"{key}.parquet"), sampling
+        )
+    ]
 
 
 def import_seconds() -> float:

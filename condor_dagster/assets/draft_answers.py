@@ -14,7 +14,7 @@ from condor_dagster.assets.partitions import (
 )
 from condor_dagster.core.llm import SamplingParams
 from condor_dagster.core.prompts import code_version, prompts_sha
-from condor_dagster.core.questions import AnswerJob, answer_job, answer_rows
+from condor_dagster.core.questions import AnswerJob, answer_jobs, answer_rows
 from condor_dagster.core.records import DraftAnswerRow, frames_by_tag
 from condor_dagster.resources.llm import LLMResource
 
@@ -48,20 +48,7 @@ def draft_answers(
     questions = inputs_by_partition(context, deduplicated_questions)
     keys = list(context.partition_keys)
     sampling = SamplingParams(temperature=config.temperature, max_tokens=config.max_tokens)
-    jobs: list[AnswerJob] = [
-        answer_job(
-            question_id=row["id"],
-            tag_id=row["tag_id"],
-            tag_path=row["tag_path"],
-            task=row["task"],
-            difficulty=row["difficulty"],
-            language=row["language"],
-            question=row["text"],
-            sampling=sampling,
-        )
-        for key in keys
-        for row in questions[key].filter(pl.col("kept")).iter_rows(named=True)
-    ]
+    jobs: list[AnswerJob] = [job for key in keys for job in answer_jobs(questions[key], sampling)]
     context.log.info(f"draft_answers: {len(jobs)} questions across {len(keys)} tag partitions")
     result = llm.generate(
         [job.request for job in jobs],

@@ -7,6 +7,8 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import polars as pl
+
 from condor_dagster.core.llm import Completion, LLMRequest, SamplingParams
 from condor_dagster.core.prompts import TASK_DESCRIPTIONS, load_prompt, parse_question_markup
 from condor_dagster.core.records import (
@@ -146,6 +148,24 @@ def answer_job(
     prompt = load_prompt("answer", "zh" if language == "zh" else "en")
     request = LLMRequest(messages=prompt.render(question=question), sampling=sampling)
     return AnswerJob(question_id, tag_id, tag_path, task, difficulty, language, question, request)
+
+
+def answer_jobs(questions: pl.DataFrame, sampling: SamplingParams) -> list[AnswerJob]:
+    """One answer job per kept question of a deduplicated_questions frame (the requests
+    draft_answers sends; the benchmark builds its raw side with this too)."""
+    return [
+        answer_job(
+            question_id=row["id"],
+            tag_id=row["tag_id"],
+            tag_path=row["tag_path"],
+            task=row["task"],
+            difficulty=row["difficulty"],
+            language=row["language"],
+            question=row["text"],
+            sampling=sampling,
+        )
+        for row in questions.filter(pl.col("kept")).iter_rows(named=True)
+    ]
 
 
 def answer_rows(
