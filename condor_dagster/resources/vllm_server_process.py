@@ -24,6 +24,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process_group(proc: subprocess.Popen[Any], timeout_s: float) -> None:
+    """SIGTERM the process group `proc` leads (started with start_new_session), wait up to
+    timeout_s, then SIGKILL the group: servers run workers as children of their own."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout_s)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def _cpu_safe_args(max_model_len: int) -> list[str]:
     """Server flags matching the in-process engine's CPU workaround (see vllm_engine)."""
     from condor_dagster.resources.vllm_engine import is_cpu_build
@@ -124,14 +138,7 @@ class VLLMServerProcess:
         proc = self.process
         if proc is None:
             return
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=timeout_s)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process_group(proc, timeout_s)
         # Reap an engine-core child that outlived the server.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -35,7 +34,11 @@ from condor_dagster.assets.sensors import tags_sensor
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.openai_server import OpenAIServerResource
 from condor_dagster.resources.parquet_io import ParquetIOManager
-from condor_dagster.resources.vllm_server_process import VLLMServerProcess, free_port
+from condor_dagster.resources.vllm_server_process import (
+    VLLMServerProcess,
+    free_port,
+    stop_process_group,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -182,16 +185,8 @@ def _wait_until_loaded(url: str, process: subprocess.Popen[bytes], log: Path, ti
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the webserver's own process group (it runs the code server as a child)."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):  # exited between poll and kill
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+    """The webserver's own process group (it runs the code server as a child)."""
+    stop_process_group(process, timeout_s=30)
 
 
 @pytest.fixture(scope="module")
