@@ -1,8 +1,9 @@
-"""The `condor` command: tiny-model, demo, trace, serve."""
+"""The `condor` command: models, tiny-model, demo, trace, serve."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -10,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from condor_dagster.core.paths import condor_home, data_dir, models_dir
+from condor_dagster.core.paths import condor_home, data_dir
 
 
 def _cmd_tiny_model(args: argparse.Namespace) -> int:
@@ -24,24 +25,36 @@ def _cmd_tiny_model(args: argparse.Namespace) -> int:
 
 
 def ensure_demo_model() -> str:
-    """CONDOR_MODEL if set, else the tiny model under <CONDOR_HOME>/models/tiny (built once)."""
-    model = os.environ.get("CONDOR_MODEL")
-    if model:
-        return model
-    tiny = models_dir() / "tiny"
-    if not (tiny / "config.json").is_file():
-        from condor_dagster.core.tiny_model import build_tiny_model
+    """The model the demo and `condor serve` run: CONDOR_MODEL (a known model name is installed
+    on first use), else SmolLM2-135M-Instruct under <CONDOR_HOME>/models (installed once).
+    Sets CONDOR_MODEL to the resolved path, so the definitions and run workers see it."""
+    from condor_dagster.resources.model_store import (
+        DEFAULT_MODEL,
+        KNOWN_MODELS,
+        is_installed,
+        model_path,
+        resolve_model,
+    )
 
-        print(f"[demo] building the tiny offline model in {tiny} ...", flush=True)
-        build_tiny_model(tiny)
-    os.environ["CONDOR_MODEL"] = str(tiny)
-    return str(tiny)
+    ref = os.environ.get("CONDOR_MODEL") or DEFAULT_MODEL
+    if ref in KNOWN_MODELS and not is_installed(ref):
+        print(f"[demo] installing model {ref} into {model_path(ref)} (once) ...", flush=True)
+    model = resolve_model(ref)
+    os.environ["CONDOR_MODEL"] = model
+    return model
+
+
+# Written into instance configs the CLI creates: this machine has no internet, and a user's
+# pipeline has no reason to report usage.
+TELEMETRY_OFF = "telemetry:\n  enabled: false\n"
 
 
 def _dagster_home() -> Path:
     home = Path(os.environ.get("DAGSTER_HOME") or condor_home() / "dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").touch()
+    config = home / "dagster.yaml"
+    if not config.is_file() or not config.read_text().strip():
+        config.write_text(TELEMETRY_OFF)
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
@@ -58,7 +71,23 @@ def _print_stage(result: Any, node: str, keys: tuple[str, ...]) -> None:
 def _cmd_demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    model = ensure_demo_model()
+    from condor_dagster.resources.model_store import ModelInstallError
+
+    try:
+        model = ensure_demo_model()
+    except ModelInstallError as exc:
+        print(f"[demo] {exc}", file=sys.stderr)
+        return 1
+    try:
+        return _run_demo(args, model)
+    finally:
+        # The process exits as soon as the demo is done: no engine left for exit handlers.
+        from condor_dagster.resources.vllm_engine import shutdown_engines
+
+        shutdown_engines()
+
+
+def _run_demo(args: argparse.Namespace, model: str) -> int:
     home = _dagster_home()
     print(f"[demo] model: {model}")
     print(f"[demo] data dir: {data_dir()}   DAGSTER_HOME: {home}", flush=True)
@@ -134,12 +163,29 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for path in sorted(export_dir.iterdir()):
         print(f"  {path.name}")
     _print_trace_example()
+    _print_model_note(model)
     print(
-        "[demo] The text comes from a random-weight model: it is noise that proves the machinery."
-        "\n\nOpen the Dagster UI on the same instance to see the assets, lineage and metadata:\n"
+        "\nOpen the Dagster UI on the same instance to see the assets, lineage and metadata:\n"
         f"  DAGSTER_HOME={home} CONDOR_MODEL={model} .venv/bin/dagster dev -w workspace.yaml\n"
     )
     return 0
+
+
+def _print_model_note(model: str) -> None:
+    from condor_dagster.resources.model_store import PROVENANCE_FILE
+
+    record = Path(model) / PROVENANCE_FILE
+    name = json.loads(record.read_text()).get("name") if record.is_file() else None
+    if name == "tiny" or (Path(model) / "condor_tiny_model.json").is_file():
+        print(
+            "\n[demo] The text comes from a random-weight model: noise that proves the machinery."
+        )
+    elif name == "smollm2-135m-instruct":
+        print(
+            "\n[demo] The text comes from SmolLM2-135M-Instruct: real language, weak content; "
+            "the quality gates' drops above show what a small model gets wrong. Point "
+            "CONDOR_MODEL at a 7B+ instruct model on a GPU for data worth training on."
+        )
 
 
 def _print_trace_example() -> None:
@@ -156,6 +202,53 @@ def _print_trace_example() -> None:
     print("\n".join(f"  {line}" for line in lines[:14]))
     if len(lines) > 14:
         print(f"  ... ({len(lines) - 14} more lines)")
+
+
+# ---- condor models ------------------------------------------------------------------------------
+def _cmd_models(args: argparse.Namespace) -> int:
+    from condor_dagster.resources.model_store import (
+        KNOWN_MODELS,
+        ModelInstallError,
+        install_model,
+        model_path,
+        provenance,
+    )
+
+    if args.action == "install":
+        names = args.names or []
+        if not names:
+            print(
+                "condor models install: name a model: " + ", ".join(KNOWN_MODELS), file=sys.stderr
+            )
+            return 2
+        for name in names:
+            began = time.perf_counter()
+            try:
+                path = install_model(name, force=args.force)
+            except ModelInstallError as exc:
+                print(f"condor models install: {exc}", file=sys.stderr)
+                return 1
+            print(f"{name}: {path} ({time.perf_counter() - began:.1f}s)")
+        return 0
+    for name, known in KNOWN_MODELS.items():
+        record = provenance(name)
+        state = f"installed at {model_path(name)}" if record else "not installed"
+        print(f"{name:<24} {known.description}\n{'':<24} {state}")
+        if record and record.get("source_package"):
+            print(
+                f"{'':<24} from {record['source_package']} {record['source_version']}, "
+                f"sha256 {record.get('gguf_sha256', '?')[:16]}..., {record['license']}"
+            )
+    print("\nCONDOR_MODEL takes a name above, a model directory or a Hugging Face id.")
+    return 0
+
+
+def _add_models_parser(sub: Any) -> None:
+    models = sub.add_parser("models", help="list the known models, or install them offline")
+    models.add_argument("action", nargs="?", choices=["list", "install"], default="list")
+    models.add_argument("names", nargs="*", help="models to install (install only)")
+    models.add_argument("--force", action="store_true", help="rebuild even if installed")
+    models.set_defaults(func=_cmd_models)
 
 
 # ---- condor trace -------------------------------------------------------------------------------
@@ -244,11 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     tiny.set_defaults(func=_cmd_tiny_model)
 
-    demo = sub.add_parser("demo", help="build the tiny model if needed and run the pipeline")
+    demo = sub.add_parser(
+        "demo", help="install the demo model (SmolLM2) if needed and run the pipeline"
+    )
     demo.add_argument("--roots", type=int, default=2, help="seed roots to expand (default 2)")
     demo.add_argument("--fan-out", type=int, default=2, help="children per node (default 2)")
     demo.add_argument("--max-tags", type=int, default=8, help="tag partitions to run (default 8)")
     demo.set_defaults(func=_cmd_demo)
+    _add_models_parser(sub)
     _add_trace_parser(sub)
     _add_serve_parser(sub)
     return parser

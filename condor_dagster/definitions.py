@@ -2,10 +2,12 @@
 
 Environment:
 - CONDOR_LLM: "engine" (in-process vLLM, default) or "server" (OpenAI-compatible endpoint).
-- CONDOR_MODEL: model directory or Hugging Face id (default: the tiny model under
-  <CONDOR_HOME>/models/tiny, built by `condor tiny-model` or `condor demo`).
+- CONDOR_MODEL: a known model name (`condor models`), a model directory or a Hugging Face id
+  (default: SmolLM2-135M-Instruct under <CONDOR_HOME>/models, installed by `condor demo` or
+  `condor models install smollm2-135m-instruct`).
 - CONDOR_LLM_BASE_URL: server endpoint for CONDOR_LLM=server.
-- CONDOR_MAX_MODEL_LEN, CONDOR_DTYPE: engine settings.
+- CONDOR_MAX_MODEL_LEN, CONDOR_DTYPE, CONDOR_ENFORCE_EAGER (1/0): engine settings.
+- CONDOR_CPU_THREADS, CONDOR_CPU_INLINE_ENGINE (1/0): CPU engine settings (VLLMEngineResource).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import dagster as dg
 from condor_dagster.assets import CONDOR_ASSETS, TAG_ASSETS, knowledge_tree, sft_dataset
 from condor_dagster.assets.llm_smoke import engine_smoke_test
 from condor_dagster.assets.sensors import tags_sensor
-from condor_dagster.core.paths import models_dir
+from condor_dagster.resources.model_store import DEFAULT_MODEL, resolve_model
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.llm import LLMResource
 from condor_dagster.resources.openai_server import OpenAIServerResource
@@ -26,7 +28,9 @@ from condor_dagster.resources.vllm_engine import VLLMEngineResource
 
 
 def default_model() -> str:
-    return os.environ.get("CONDOR_MODEL") or str(models_dir() / "tiny")
+    """CONDOR_MODEL, a known name resolved to its directory (never installed while the
+    definitions load: the engine's check names the install command when it is missing)."""
+    return resolve_model(os.environ.get("CONDOR_MODEL") or DEFAULT_MODEL, install=False)
 
 
 def llm_resource_from_env() -> LLMResource:
@@ -39,11 +43,26 @@ def llm_resource_from_env() -> LLMResource:
         )
     if kind != "engine":
         raise ValueError(f"CONDOR_LLM must be 'engine' or 'server', got {kind!r}")
+    threads = os.environ.get("CONDOR_CPU_THREADS")
     return VLLMEngineResource(
         model=default_model(),
         max_model_len=int(os.environ.get("CONDOR_MAX_MODEL_LEN", "4096")),
         dtype=os.environ.get("CONDOR_DTYPE", "auto"),  # type: ignore[arg-type]
+        enforce_eager=_flag("CONDOR_ENFORCE_EAGER", default=False),
+        cpu_threads=int(threads) if threads else None,
+        cpu_inline_engine=_flag("CONDOR_CPU_INLINE_ENGINE", default=True),
     )
+
+
+def _flag(name: str, *, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    raise ValueError(f"{name} must be 1 or 0, got {value!r}")
 
 
 engine_smoke_job = dg.define_asset_job(

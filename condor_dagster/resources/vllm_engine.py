@@ -1,16 +1,27 @@
 """In-process vLLM engine (`vllm.LLM`), built once per process and shared by every step and run.
 
 Dagster builds resource objects per run, but loading weights is the expensive part, so engines
-live in a process-wide registry keyed by the settings that define them. Scripts that start it
-need an `if __name__ == "__main__":` guard: vLLM spawns its engine-core process.
+live in a process-wide registry keyed by the settings that define them. Every engine in the
+registry is shut down when the process exits (an `atexit` hook, which runs before
+multiprocessing's own join of the engine's child processes), so a script, the CLI or a run
+worker returns as soon as its work is done. Scripts that start it need an
+`if __name__ == "__main__":` guard where vLLM spawns its engine-core process (GPU builds).
+
+On CPU the defaults are the settings measured fastest on this project's 2-core machines
+(BENCHMARKS.md, `cpu_engine_speedup`): every core for the model's OpenMP threads, bf16 where the
+CPU has bf16 instructions, and the engine core inline in this process.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from functools import cache
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -22,6 +33,7 @@ from condor_dagster.resources.llm import LLMResource, SinkFn
 _ENGINES: dict[tuple[Any, ...], Any] = {}
 _ENGINES_LOCK = threading.Lock()
 _LOADS = 0
+_EXIT_HOOK_REGISTERED = False
 
 
 def engine_loads() -> int:
@@ -44,6 +56,47 @@ def is_cpu_build() -> bool:
 # prefilled in chunks: it rewinds the request's torch generator, which CPU generators cannot.
 # Every request here is seeded, so on CPU whole-prompt prefill is the only safe mode.
 CPU_SAFE_ENGINE_ARGS: dict[str, Any] = {"enable_chunked_prefill": False}
+
+
+def allowed_cpus() -> list[int]:
+    """The CPU ids this process may run on (its affinity mask, which containers narrow)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+@cache
+def cpu_supports_bf16() -> bool:
+    """True when the CPU computes bf16 natively (x86 AVX512-BF16 or AMX-BF16, Arm BF16): then
+    bf16 weights beat float32 (1.36x decode on SmolLM2, BENCHMARKS.md); without it vLLM would
+    emulate them."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags = set(value.split())
+            return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    return False
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the engine's construction only, so child processes
+    started later (a `vllm serve`, a webserver) do not inherit the engine's settings."""
+    old = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def vllm_version() -> str:
@@ -76,6 +129,16 @@ class VLLMEngineResource(LLMResource):
     """Concurrent sequences in vLLM's batch; None keeps vLLM's default."""
     cpu_kv_cache_gib: float | None = Field(default=None, gt=0)
     """KV cache size on CPU (sets VLLM_CPU_KVCACHE_SPACE); None keeps the environment's."""
+    cpu_threads: int | None = Field(default=None, ge=1)
+    """OpenMP threads of the model on CPU; None uses every core this process may run on.
+    vLLM's own default is one thread (it keeps a core for its scheduler process), which
+    measured 0.67x the decode speed of two threads on 2 cores."""
+    cpu_inline_engine: bool = True
+    """On CPU, run vLLM's engine core and its worker inside this process
+    (VLLM_ENABLE_V1_MULTIPROCESSING=0, uniprocess executor): the engine starts in seconds
+    instead of ~50 s of child-process imports, the model's threads get every core, and no
+    child process is left to hang at exit. Ignored on GPU builds, which keep vLLM's
+    separate engine-core process."""
 
     @field_validator("model")
     @classmethod
@@ -91,6 +154,37 @@ class VLLMEngineResource(LLMResource):
             )
         return self
 
+    def effective_dtype(self) -> str:
+        """The dtype the engine runs: "auto" on a CPU build is bf16 where the CPU computes bf16
+        natively and float32 elsewhere; on GPU vLLM's "auto" (the model's own dtype) stands."""
+        if self.dtype != "auto" or not is_cpu_build():
+            return self.dtype
+        return "bfloat16" if cpu_supports_bf16() else "float32"
+
+    def cpu_engine_settings(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """(extra vLLM engine arguments, environment for the engine's construction) on a CPU
+        build; both empty on GPU."""
+        if not is_cpu_build():
+            return {}, {}
+        cpus = allowed_cpus()
+        threads = min(self.cpu_threads or len(cpus), len(cpus))
+        kwargs: dict[str, Any] = {
+            **CPU_SAFE_ENGINE_ARGS,
+            "max_num_batched_tokens": max(self.max_model_len, 8192),
+        }
+        env: dict[str, str] = {}
+        if "OMP_NUM_THREADS" not in os.environ:
+            # Set, vLLM leaves torch's thread count alone instead of cutting it to 1.
+            env["OMP_NUM_THREADS"] = str(threads)
+        if self.cpu_inline_engine:
+            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+            kwargs["distributed_executor_backend"] = "uni"
+        elif "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+            # The worker process binds its threads to these cores (vLLM's "auto" keeps one
+            # core back for the scheduler).
+            env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in cpus[:threads])
+        return kwargs, env
+
     def _engine_key(self) -> tuple[Any, ...]:
         return (
             self.model,
@@ -101,6 +195,8 @@ class VLLMEngineResource(LLMResource):
             self.enforce_eager,
             self.max_num_seqs,
             self.cpu_kv_cache_gib,
+            self.cpu_threads,
+            self.cpu_inline_engine,
             self.seed,
         )
 
@@ -109,7 +205,7 @@ class VLLMEngineResource(LLMResource):
             "engine": "vllm",
             "model": self.model,
             "fingerprint": model_fingerprint(self.model),
-            "dtype": self.dtype,
+            "dtype": self.effective_dtype(),
             "engine_version": vllm_version(),
         }
 
@@ -130,11 +226,9 @@ class VLLMEngineResource(LLMResource):
             if engine is None:
                 if self.cpu_kv_cache_gib is not None:
                     os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.cpu_kv_cache_gib)
-                from vllm import LLM
-
                 kwargs: dict[str, Any] = {
                     "model": self.model,
-                    "dtype": self.dtype,
+                    "dtype": self.effective_dtype(),
                     "max_model_len": self.max_model_len,
                     "tensor_parallel_size": self.tensor_parallel_size,
                     "gpu_memory_utilization": self.gpu_memory_utilization,
@@ -143,13 +237,14 @@ class VLLMEngineResource(LLMResource):
                 }
                 if self.max_num_seqs is not None:
                     kwargs["max_num_seqs"] = self.max_num_seqs
-                if is_cpu_build():
-                    kwargs.update(CPU_SAFE_ENGINE_ARGS)
-                    kwargs["max_num_batched_tokens"] = max(self.max_model_len, 8192)
-                engine = LLM(**kwargs)
+                cpu_kwargs, env = self.cpu_engine_settings()
+                kwargs.update(cpu_kwargs)
+                with _environment(env):
+                    engine = _build_engine(kwargs, env)
                 global _LOADS
                 _LOADS += 1
                 _ENGINES[key] = engine
+                _register_exit_hook()
             return engine
 
     def _generate_uncached(
@@ -279,6 +374,28 @@ class VLLMEngineResource(LLMResource):
                     f"({self.max_model_len}); shorten the input or raise max_model_len"
                 )
         return rejected
+
+
+def _build_engine(kwargs: dict[str, Any], env: dict[str, str]) -> Any:
+    from vllm import LLM
+
+    if "OMP_NUM_THREADS" in env:
+        # torch may already run (embeddings, an earlier import) with its own thread count;
+        # the inline engine computes on the calling process's torch threads.
+        import torch
+
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
+    return LLM(**kwargs)
+
+
+def _register_exit_hook() -> None:
+    """Shut engines down at interpreter exit. Registered after vLLM (and so multiprocessing)
+    is imported, it runs before multiprocessing's exit handler, which would otherwise wait
+    forever on a live engine-core child."""
+    global _EXIT_HOOK_REGISTERED
+    if not _EXIT_HOOK_REGISTERED:
+        atexit.register(shutdown_engines)
+        _EXIT_HOOK_REGISTERED = True
 
 
 def _external_id(request_id: str) -> str:
