@@ -131,7 +131,10 @@ def test_max_tokens_over_max_model_len_fails_before_generation(engine_settings, 
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"model": "/no/such/model"}, "does not exist; build the offline test model"),
+        (
+            {"model": "/no/such/model"},
+            "does not exist; install a known model with `condor models install",
+        ),
         ({"max_model_len": 16}, "max_model_len"),
         ({"gpu_memory_utilization": 1.5}, "gpu_memory_utilization"),
         ({"chunk_size": 0}, "chunk_size"),
