@@ -16,6 +16,17 @@ from bench.report import figure_entry, run_facts, text_table, update_markdown, w
 
 FIGURES = [
     Figure(
+        "cpu_engine_speedup",
+        "x",
+        "SmolLM2 tokens/s, the project's CPU engine settings / vLLM's defaults, same requests",
+    ),
+    Figure(
+        "engine_flops_utilization",
+        "share",
+        "SmolLM2 (prompt + completion) x 2 x params / s, over this machine's float32 GEMM speed",
+    ),
+    Figure("demo_wall_seconds", "s", "condor demo after set-up, fresh data directory", 360.0, "<="),
+    Figure(
         "engine_overhead_ratio",
         "ratio",
         "LLM resource generate() / raw vllm.LLM.chat, same engine and requests",
@@ -105,6 +116,11 @@ class Group:
 # In run order: the LLM groups share one engine and one server, which stop before the CPU-bound
 # groups so they do not run beside idle engine processes.
 GROUPS = [
+    # Child processes with engines of their own: first, before this process holds one.
+    Group(
+        "cpu_engine", "bench.cpu_engine", "run", ("cpu_engine_speedup", "engine_flops_utilization")
+    ),
+    Group("demo", "bench.demo", "run", ("demo_wall_seconds",)),
     Group(
         "engine",
         "bench.engine",

@@ -129,5 +129,11 @@ class Context:
     model_dir: Path
     services: Any = None  # bench.llm.Services, created by the LLM groups
 
+    def smollm2_dir(self) -> Path:
+        """SmolLM2-135M-Instruct, installed into <CONDOR_HOME>/models on first use."""
+        from condor_dagster.resources.model_store import install_model
+
+        return install_model("smollm2-135m-instruct")
+
     def log(self, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
