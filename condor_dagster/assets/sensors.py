@@ -15,7 +15,13 @@ from condor_dagster.assets.partitions import max_partitions_per_run, tags_partit
 from condor_dagster.core.paths import data_dir
 
 # The per-tag assets a new tag needs; sft_dataset (unpartitioned) is left to the user.
-NEW_TAG_ASSETS = ["raw_questions", "deduplicated_questions", "draft_answers", "refined_answers"]
+NEW_TAG_ASSETS = [
+    "raw_questions",
+    "deduplicated_questions",
+    "draft_answers",
+    "refined_answers",
+    "refine_quality",
+]
 
 
 def knowledge_tree_path() -> Path:

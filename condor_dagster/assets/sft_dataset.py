@@ -9,6 +9,7 @@ import polars as pl
 from pydantic import Field
 
 from condor_dagster.assets.metadata import frame_metadata
+from condor_dagster.core.card_figures import figure_card_lines, write_card_figures
 from condor_dagster.core.export import (
     VARIANTS,
     cross_tag_decisions,
@@ -20,6 +21,7 @@ from condor_dagster.core.export import (
 )
 from condor_dagster.core.paths import data_dir
 from condor_dagster.core.prompts import load_prompt
+from condor_dagster.core.refine_quality import quality_card_lines, summarize
 
 ALL_PARTITIONS = {"allow_missing_partitions": True}
 
@@ -107,6 +109,25 @@ def build_samples(refined: pl.LazyFrame, plan: pl.DataFrame) -> pl.DataFrame:
     return pl.DataFrame([*columns, *extra])
 
 
+def refine_quality_section(samples: pl.DataFrame, judgments: pl.LazyFrame | None) -> list[str]:
+    """The card's Refine vs Void section over the judgments of the current candidates: a
+    judgment whose refined answer is no longer in the data (refined_answers rebuilt since) is
+    counted as stale and left out, never mixed in."""
+    if judgments is None:
+        return quality_card_lines(None, judge_models=[])
+    current = judgments.select(
+        "parent_id",
+        "task",
+        "difficulty",
+        "outcome",
+        pl.col("draft_first").struct.field("lineage").struct.field("model").alias("_model"),
+    ).collect()
+    matched = current.filter(pl.col("parent_id").is_in(samples["id"].implode()))
+    summary = summarize(matched.select("task", "difficulty", "outcome").iter_rows())
+    models = sorted(set(matched["_model"].drop_nulls().to_list()))
+    return quality_card_lines(summary, judge_models=models, stale=current.height - matched.height)
+
+
 @dg.asset(
     group_name="condor_export",
     kinds={"faiss", "parquet"},
@@ -114,6 +135,7 @@ def build_samples(refined: pl.LazyFrame, plan: pl.DataFrame) -> pl.DataFrame:
         "refined_answers": dg.AssetIn(metadata=ALL_PARTITIONS),
         "draft_answers": dg.AssetIn(metadata=ALL_PARTITIONS),
         "deduplicated_questions": dg.AssetIn(metadata=ALL_PARTITIONS),
+        "refine_quality": dg.AssetIn(metadata=ALL_PARTITIONS),
     },
     check_specs=[dg.AssetCheckSpec("export_ready", asset="sft_dataset", blocking=True)],
 )
@@ -124,9 +146,11 @@ def sft_dataset(
     refined_answers: dict[str, pl.LazyFrame],
     draft_answers: dict[str, pl.LazyFrame],
     deduplicated_questions: dict[str, pl.LazyFrame],
+    refine_quality: dict[str, pl.LazyFrame],
 ):
     """Every sample with its keep decisions; exports both variants (refine, void) as Parquet,
-    messages JSONL and ShareGPT JSONL, plus a dataset card.
+    messages JSONL and ShareGPT JSONL, plus a dataset card with its pictures (lengths, task x
+    difficulty) and the Refine vs Void win rate from refine_quality ("not measured" without it).
 
     The tag partitions come in as lazy scans of the IO manager's files (LazyFrame inputs): each
     column is read once and only where it is used, so memory peaks near one samples frame."""
@@ -173,7 +197,7 @@ def sft_dataset(
         "models": models,
         "prompt shas": {
             f"{name}/{lang}": load_prompt(name, lang).sha
-            for name in ("questions", "answer", "critique", "refine")
+            for name in ("questions", "answer", "critique", "refine", "judge")
             for lang in ("en", "zh")
         },
         "draft completion tokens": draft_tokens,
@@ -182,8 +206,14 @@ def sft_dataset(
         "similarity threshold": config.similarity_threshold,
     }
     card = out / "README.md"
-    write_card(card, dataset_card(samples, facts))
+    figures = write_card_figures(samples, out)
+    sections = [
+        *figure_card_lines(figures, card_dir=out),
+        *refine_quality_section(samples, _concat(refine_quality or {})),
+    ]
+    write_card(card, dataset_card(samples, facts) + "\n" + "\n".join(sections))
     files["card"] = str(card)
+    files.update({f"figure_{name}": str(path) for name, path in figures.items()})
     context.log.info(f"sft_dataset: exports written to {out}")
     drops = {v: dict(Counter(samples[f"drop_reason_{v}"].drop_nulls().to_list())) for v in VARIANTS}
     yield dg.Output(

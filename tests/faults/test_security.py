@@ -117,7 +117,8 @@ def test_tags_named_like_paths_stay_inside_the_data_directory(deployment: Deploy
     # assets/<asset>.parquet, exports/..., or the response cache.
     expected = re.compile(
         r"assets/(knowledge_tree|sft_dataset)\.parquet"
-        r"|assets/(raw_questions|deduplicated_questions|draft_answers|refined_answers)/"
+        r"|assets/(raw_questions|deduplicated_questions|draft_answers|refined_answers"
+        r"|refine_quality)/"
         rf"({'|'.join(re.escape(k) for k in keys)})\.parquet"
         r"|exports/[^/]+|llm_cache\.sqlite3(-wal|-shm)?"
     )

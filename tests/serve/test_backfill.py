@@ -24,7 +24,13 @@ from .ui import (
 pytestmark = [pytest.mark.server, pytest.mark.timeout(900)]
 
 # The assets that call the LLM engine; deduplicated_questions only embeds, sft_dataset reads.
-ENGINE_ASSETS = ["knowledge_tree", "raw_questions", "draft_answers", "refined_answers"]
+ENGINE_ASSETS = [
+    "knowledge_tree",
+    "raw_questions",
+    "draft_answers",
+    "refined_answers",
+    "refine_quality",
+]
 STEP_EVENTS = ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE")
 
 

@@ -17,13 +17,20 @@ from condor_dagster.serving.stack import ServeStack
 
 T = TypeVar("T")
 
-TAG_ASSETS = ["raw_questions", "deduplicated_questions", "draft_answers", "refined_answers"]
+TAG_ASSETS = [
+    "raw_questions",
+    "deduplicated_questions",
+    "draft_answers",
+    "refined_answers",
+    "refine_quality",
+]
 # Small generations: the tiny model's text is noise, the machinery is what is checked.
 SMALL_TAG_RUN_CONFIG = {
     "ops": {
         "raw_questions": {"config": {"max_tokens": 96}},
         "draft_answers": {"config": {"max_tokens": 24}},
         "refined_answers": {"config": {"critique_max_tokens": 48, "max_tokens": 24}},
+        "refine_quality": {"config": {"max_tokens": 32}},
     }
 }
 RUN_DONE = {"SUCCESS", "FAILURE", "CANCELED"}
