@@ -59,6 +59,22 @@ def _dagster_home() -> Path:
     return home
 
 
+# The demo's completion budgets: enough for a small model's three questions, a short answer, a
+# critique and a verdict. The stages' own defaults (512 to 1,024 tokens) suit real models; a
+# 135M model that rambles or loops runs to whatever budget it is given, and on 2 cores the
+# longest completion of a batch sets the stage's wall time.
+DEMO_MAX_TOKENS = {
+    "raw_questions": {"max_tokens": 256},
+    "draft_answers": {"max_tokens": 320},
+    "refined_answers": {"critique_max_tokens": 256, "max_tokens": 320},
+    "refine_quality": {"max_tokens": 128},
+}
+
+
+def demo_tag_run_config() -> dict[str, Any]:
+    return {"ops": {op: {"config": dict(config)} for op, config in DEMO_MAX_TOKENS.items()}}
+
+
 def _print_stage(result: Any, node: str, keys: tuple[str, ...]) -> None:
     for materialization in result.asset_materializations_for_node(node)[:1]:
         meta = {k: v.value for k, v in materialization.metadata.items()}
@@ -124,6 +140,7 @@ def _run_demo(args: argparse.Namespace, model: str) -> int:
             flush=True,
         )
         tag_run = defs.resolve_job_def("condor_tags_job").execute_in_process(
+            run_config=demo_tag_run_config(),
             instance=instance,
             tags={
                 "dagster/asset_partition_range_start": keys[0],
@@ -153,8 +170,14 @@ def _run_demo(args: argparse.Namespace, model: str) -> int:
         "dropped_by_reason",
         "stop_reasons",
     )
-    for node in ("raw_questions", "deduplicated_questions", "draft_answers", "refined_answers"):
-        _print_stage(tag_run, node, stage_keys)
+    for node in (
+        "raw_questions",
+        "deduplicated_questions",
+        "draft_answers",
+        "refined_answers",
+        "refine_quality",
+    ):
+        _print_stage(tag_run, node, (*stage_keys, "refined_win_rate", "judged"))
     _print_stage(export, "sft_dataset", ("samples_refine", "samples_void", "dropped_by_reason"))
     meta = export.asset_materializations_for_node("sft_dataset")[0].metadata
     print(f"\n[demo] Parquet files per stage: {data_dir() / 'assets'}")

@@ -19,9 +19,9 @@ import dagster as dg
 from condor_dagster.assets import CONDOR_ASSETS, TAG_ASSETS, knowledge_tree, sft_dataset
 from condor_dagster.assets.llm_smoke import engine_smoke_test
 from condor_dagster.assets.sensors import tags_sensor
-from condor_dagster.resources.model_store import DEFAULT_MODEL, resolve_model
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.llm import LLMResource
+from condor_dagster.resources.model_store import DEFAULT_MODEL, resolve_model
 from condor_dagster.resources.openai_server import OpenAIServerResource
 from condor_dagster.resources.parquet_io import ParquetIOManager
 from condor_dagster.resources.vllm_engine import VLLMEngineResource
@@ -48,13 +48,13 @@ def llm_resource_from_env() -> LLMResource:
         model=default_model(),
         max_model_len=int(os.environ.get("CONDOR_MAX_MODEL_LEN", "4096")),
         dtype=os.environ.get("CONDOR_DTYPE", "auto"),  # type: ignore[arg-type]
-        enforce_eager=_flag("CONDOR_ENFORCE_EAGER", default=False),
+        enforce_eager=_flag("CONDOR_ENFORCE_EAGER", default=None),
         cpu_threads=int(threads) if threads else None,
-        cpu_inline_engine=_flag("CONDOR_CPU_INLINE_ENGINE", default=True),
+        cpu_inline_engine=_flag("CONDOR_CPU_INLINE_ENGINE", default=True) is not False,
     )
 
 
-def _flag(name: str, *, default: bool) -> bool:
+def _flag(name: str, *, default: bool | None) -> bool | None:
     value = os.environ.get(name, "").strip().lower()
     if not value:
         return default

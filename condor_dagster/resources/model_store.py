@@ -117,7 +117,7 @@ def _build_smollm2(out: Path) -> dict[str, Any]:
     config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
     model = LlamaForCausalLM(config)
     model.load_state_dict(loaded.state_dict())
-    model = model.to(torch.bfloat16)
+    model.bfloat16()  # in place: the weights are saved as bf16
     model.generation_config = loaded.generation_config
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)

@@ -123,8 +123,10 @@ class VLLMEngineResource(LLMResource):
     """GPUs to shard the model over."""
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
     """Fraction of GPU memory vLLM may take (ignored on CPU)."""
-    enforce_eager: bool = False
-    """Skip CUDA graphs / compilation: faster start, slower decode."""
+    enforce_eager: bool | None = None
+    """Skip CUDA graphs / torch.compile: faster start, slower decode. None: eager on CPU
+    builds (the compile warm-up costs ~100 s per process on 2 cores for 1.16x decode, which
+    pays back only after ~12 minutes of generation), compiled on GPU."""
     max_num_seqs: int | None = Field(default=None, ge=1)
     """Concurrent sequences in vLLM's batch; None keeps vLLM's default."""
     cpu_kv_cache_gib: float | None = Field(default=None, gt=0)
@@ -160,6 +162,9 @@ class VLLMEngineResource(LLMResource):
         if self.dtype != "auto" or not is_cpu_build():
             return self.dtype
         return "bfloat16" if cpu_supports_bf16() else "float32"
+
+    def eager(self) -> bool:
+        return is_cpu_build() if self.enforce_eager is None else self.enforce_eager
 
     def cpu_engine_settings(self) -> tuple[dict[str, Any], dict[str, str]]:
         """(extra vLLM engine arguments, environment for the engine's construction) on a CPU
@@ -232,7 +237,7 @@ class VLLMEngineResource(LLMResource):
                     "max_model_len": self.max_model_len,
                     "tensor_parallel_size": self.tensor_parallel_size,
                     "gpu_memory_utilization": self.gpu_memory_utilization,
-                    "enforce_eager": self.enforce_eager,
+                    "enforce_eager": self.eager(),
                     "seed": self.seed,
                 }
                 if self.max_num_seqs is not None:
