@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -28,10 +29,16 @@ if __name__ == "__main__":
 EXIT_WITHIN_S = 30
 
 
-def run_and_time_exit(args: list[str], env: dict[str, str], timeout_s: float) -> tuple[str, float]:
+def run_and_time_exit(
+    args: list[str], env: dict[str, str], *, timeout_s: float, stderr_to_stdout: bool = False
+) -> tuple[str, float]:
     """(stdout, seconds from the last line printed to the process's exit)."""
     child = subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if stderr_to_stdout else subprocess.DEVNULL,
+        text=True,
     )
     assert child.stdout is not None
     lines: list[str] = []
@@ -67,4 +74,29 @@ def test_a_script_running_jobs_in_process_exits_promptly(tiny_model: str, inline
     env.pop("DAGSTER_HOME")
     out, exit_s = run_and_time_exit([sys.executable, "-c", SCRIPT], env, timeout_s=400)
     assert "LAST LINE True" in out
+    assert exit_s < EXIT_WITHIN_S, f"exited {exit_s:.1f}s after its last line"
+
+
+@pytest.mark.engine
+def test_a_dagster_cli_run_exits_promptly(tiny_model: str, tmp_path) -> None:
+    """`dagster job execute` runs a job the way a run worker does (the run in this process,
+    the engine loaded by its first LLM step) and returns when the run ends."""
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "ops:\n  engine_smoke_test:\n    config:\n      requests: 4\n      max_tokens: 16\n"
+    )
+    (tmp_path / "dagster_home").mkdir()
+    (tmp_path / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        **os.environ,
+        "CONDOR_MODEL": tiny_model,
+        "CONDOR_LLM": "engine",
+        "CONDOR_MAX_MODEL_LEN": "1024",
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+    }
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    args = [dagster, "job", "execute", "-m", "condor_dagster.definitions"]
+    args += ["-j", "engine_smoke_job", "-c", str(config)]
+    out, exit_s = run_and_time_exit(args, env, timeout_s=400, stderr_to_stdout=True)
+    assert "RUN_SUCCESS" in out, out[-2000:]
     assert exit_s < EXIT_WITHIN_S, f"exited {exit_s:.1f}s after its last line"
