@@ -1,5 +1,7 @@
 """draft_answers[tag]: one answer per kept question (Condor Void)."""
 
+from collections import Counter
+
 import dagster as dg
 import polars as pl
 from pydantic import Field
@@ -14,6 +16,7 @@ from condor_dagster.assets.partitions import (
 )
 from condor_dagster.core.llm import SamplingParams
 from condor_dagster.core.prompts import code_version, prompts_sha
+from condor_dagster.core.quality import answer_problem
 from condor_dagster.core.questions import AnswerJob, answer_jobs, answer_rows
 from condor_dagster.core.records import DraftAnswerRow, frames_by_tag
 from condor_dagster.resources.llm import LLMResource
@@ -63,12 +66,15 @@ def draft_answers(
     orphans = {k: sorted(set(f["parent_id"].to_list()) - kept_ids[k]) for k, f in frames.items()}
     orphans = {k: v for k, v in orphans.items() if v}
     empty = [k for k, f in frames.items() if f.height == 0]
+    # Drafts stay (refinement may fix them); sft_dataset drops these from the void variant.
+    flagged = Counter(p for r in rows if (p := answer_problem(r.answer, r.language)))
     yield dg.Output(
         output_for_partitions(frames),
         metadata={
             **partitioned_frame_metadata(frames, ["tag_path", "difficulty", "truncated", "answer"]),
             **generation_metadata(result.stats),
             "truncated_answers": sum(r.truncated for r in rows),
+            "flagged_by_reason": dict(flagged),
         },
     )
     yield dg.AssetCheckResult(

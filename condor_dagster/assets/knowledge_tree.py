@@ -108,6 +108,9 @@ def knowledge_tree(
             "leaf_tags": leaves.height,
             "nodes_by_source": dict(Counter(frame["source"].to_list())),
             "dropped_names": dict(drops),
+            # The same counts under the names every stage uses.
+            "kept": int((frame["source"] == "llm").sum()),
+            "dropped_by_reason": dict(drops),
         },
     )
     yield dg.AssetCheckResult(

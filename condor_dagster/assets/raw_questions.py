@@ -101,6 +101,8 @@ def raw_questions(
             **partitioned_frame_metadata(frames, ["tag_path", "task", "difficulty", "text"]),
             **generation_metadata(result.stats),
             "drop_reasons": dict(Counter(r.drop_reason or "kept" for r in rows)),
+            "kept": sum(r.drop_reason is None for r in rows),
+            "dropped_by_reason": dict(Counter(r.drop_reason for r in rows if r.drop_reason)),
         },
     )
     yield dg.AssetCheckResult(

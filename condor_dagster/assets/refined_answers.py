@@ -101,6 +101,12 @@ def refined_answers(
     draft_ids = {k: set(drafts[k]["id"].to_list()) for k in keys}
     orphans = {k: int((~f["parent_id"].is_in(list(draft_ids[k]))).sum()) for k, f in frames.items()}
     empty = [k for k, f in frames.items() if f.height == 0]
+    # Rewrites that were not used, by why: a quality gate's reason, or rewrite_error for a
+    # rejected or empty completion. The previous answer stood in each case.
+    rewrites = [rnd for r in rows for rnd in r.rounds if rnd.answer_lineage is not None]
+    refused = Counter(
+        rnd.rewrite_problem or "rewrite_error" for rnd in rewrites if rnd.answer is None
+    )
     yield dg.Output(
         output_for_partitions(frames),
         metadata={
@@ -112,6 +118,11 @@ def refined_answers(
             "stop_reasons": dict(Counter(r.stop_reason for r in rows)),
             "early_stops": sum(r.stop_reason == "no_weaknesses" for r in rows),
             "truncated_answers": sum(r.truncated for r in rows),
+            "kept": sum(rnd.answer is not None for rnd in rewrites),
+            "dropped_by_reason": dict(refused),
+            "preambles_stripped": sum(
+                rnd.answer is not None and rnd.stripped_preamble is not None for rnd in rewrites
+            ),
         },
     )
     yield dg.AssetCheckResult(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -20,15 +19,9 @@ import numpy as np
 import polars as pl
 
 from condor_dagster.core.dedup import find_exact_duplicates, find_near_duplicates
+from condor_dagster.core.quality import answer_problem, strip_meta_preamble
 
 VARIANTS = ("refine", "void")
-
-# Refusal and AI-disclaimer phrasing (Kun's rule filters, English and Chinese).
-REFUSAL = re.compile(
-    r"(?i)\b(as an ai( language model)?|i('m| am) (sorry|unable)|i can(no|')t (help|assist|provide"
-    r"|answer)|i cannot (help|assist|provide|answer)|i apologi[sz]e)\b"
-    r"|作为(一个)?(AI|人工智能)|抱歉，?我(无法|不能)|对不起，?我(无法|不能)"
-)
 
 
 def embedding_matrix(embeddings: pl.DataFrame | pl.LazyFrame, ids: Sequence[str]) -> np.ndarray:
@@ -84,17 +77,23 @@ def cross_tag_decisions(
     )
 
 
-def drop_reason(answer: str | None, truncated: bool, finish_reason: str | None) -> str | None:
-    """Why an answer cannot be a training sample, or None."""
+def drop_reason(
+    answer: str | None, truncated: bool, finish_reason: str | None, *, language: str = "en"
+) -> str | None:
+    """Why an answer cannot be a training sample, or None: rejected, empty_answer, truncated,
+    then the shared quality gates (`core/quality.py`), the same for both variants: refusal,
+    degenerate_repetition (`answer_problem`) and meta_commentary (an answer that is only talk
+    about a rewrite, `strip_meta_preamble`)."""
     if finish_reason == "rejected":
         return "rejected"
     if answer is None or not answer.strip():
         return "empty_answer"
     if truncated:
         return "truncated"
-    if REFUSAL.search(answer):
-        return "refusal"
-    return None
+    problem = answer_problem(answer, language)
+    if problem is None:
+        problem = strip_meta_preamble(answer, language)[2]
+    return problem
 
 
 # Rows per slice when a column is walked in Python: bounds the Python strings alive at once.
@@ -110,11 +109,16 @@ def with_keep_decisions(samples: pl.DataFrame) -> pl.DataFrame:
         ("void", "draft_answer", "draft_truncated", "draft_finish_reason"),
     ):
         reasons: list[str | None] = []
-        columns = samples.select("question_dup_reason", answer, truncated, finish)
+        # Older sample frames may lack the language column; the gates then read every text
+        # with both languages' patterns anyway.
+        language = pl.col("language") if "language" in samples.columns else pl.lit("en")
+        columns = samples.select(
+            "question_dup_reason", answer, truncated, finish, language.alias("_language")
+        )
         for part in columns.iter_slices(_SLICE_ROWS):
             reasons.extend(
-                "cross_tag_duplicate" if dup else drop_reason(a, t, f)
-                for dup, a, t, f in part.iter_rows()
+                "cross_tag_duplicate" if dup else drop_reason(a, t, f, language=lang or "en")
+                for dup, a, t, f, lang in part.iter_rows()
             )
         out = out.with_columns(
             pl.Series(f"drop_reason_{variant}", reasons, pl.String),

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from condor_dagster.core.language import PromptLanguage, prompt_language
 from condor_dagster.core.llm import Completion, LLMRequest, SamplingParams
 from condor_dagster.core.prompts import TASK_DESCRIPTIONS, load_prompt, parse_question_markup
+from condor_dagster.core.quality import question_problem
 from condor_dagster.core.records import (
     DIFFICULTIES,
     TASK_TYPES,
@@ -31,8 +33,8 @@ class Tag:
     language: str
 
     @property
-    def prompt_language(self) -> str:
-        return "zh" if self.language == "zh" else "en"
+    def prompt_language(self) -> PromptLanguage:
+        return prompt_language(self.language)
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,9 @@ def question_rows(
     now: dt.datetime,
 ) -> list[QuestionRow]:
     """Three rows per job. A failed generation still gives its three rows, with an empty text
-    and a drop_reason (parse_failed / truncated), so nothing disappears silently."""
+    and a drop_reason (parse_failed / truncated), so nothing disappears silently. A parsed text
+    that asks nothing or repeats itself keeps its text with drop_reason not_a_question /
+    degenerate_repetition (`quality.question_problem`)."""
     rows = []
     for job, completion in zip(jobs, completions, strict=True):
         prompt = load_prompt("questions", job.tag.prompt_language)
@@ -99,7 +103,7 @@ def question_rows(
             if triple is None:
                 reason = "truncated" if completion.truncated else "parse_failed"
             else:
-                reason = None if text else "empty_question"
+                reason = question_problem(text, job.tag.language) if text else "empty_question"
             rows.append(
                 QuestionRow(
                     id=content_id(
@@ -145,7 +149,7 @@ def answer_job(
     question: str,
     sampling: SamplingParams,
 ) -> AnswerJob:
-    prompt = load_prompt("answer", "zh" if language == "zh" else "en")
+    prompt = load_prompt("answer", prompt_language(language))
     request = LLMRequest(messages=prompt.render(question=question), sampling=sampling)
     return AnswerJob(question_id, tag_id, tag_path, task, difficulty, language, question, request)
 
@@ -173,7 +177,7 @@ def answer_rows(
 ) -> list[DraftAnswerRow]:
     rows = []
     for job, completion in zip(jobs, completions, strict=True):
-        prompt = load_prompt("answer", "zh" if job.language == "zh" else "en")
+        prompt = load_prompt("answer", prompt_language(job.language))
         lineage = Lineage.of(completion, job.request, prompt, run_id, now)
         rows.append(
             DraftAnswerRow(

@@ -161,7 +161,8 @@ class QuestionRow(TaggedRow):
     text: str
     """The question; empty when generation failed."""
     drop_reason: str | None
-    """None for usable questions; parse_failed, truncated, empty_question otherwise."""
+    """None for usable questions; parse_failed, truncated, empty_question, not_a_question or
+    degenerate_repetition otherwise."""
     error: str | None
     """Parser message for dropped rows."""
     raw_text: str | None
@@ -211,10 +212,19 @@ class RefineRound(BaseModel):
     answer: str | None
     """The rewritten answer; None when the round stopped after its critique."""
     answer_error: str | None = None
-    """Why the rewrite was not used (rejected prompt, empty text); the previous answer stands."""
+    """Why the rewrite was not used (rejected prompt, empty text, a quality problem); the
+    previous answer stands."""
     truncated: bool
     """The rewrite hit max_tokens."""
     answer_lineage: Lineage | None
+    stripped_preamble: str | None = None
+    """Meta-commentary cut from the start of the rewrite ("Sure! Here is the improved
+    answer:"); `answer` is what followed it. None when nothing was cut."""
+    rewrite_problem: str | None = None
+    """The quality gate that refused the rewrite (meta_commentary, refusal,
+    degenerate_repetition); None when the rewrite was used or failed for another reason."""
+    rejected_answer: str | None = None
+    """The rewrite text a quality gate refused, kept for audit; `answer` is None then."""
 
 
 class RefinedAnswerRow(TaggedRow):
@@ -232,7 +242,8 @@ class RefinedAnswerRow(TaggedRow):
     """Every round's critique and rewrite, in order."""
     rounds_run: int
     stop_reason: str
-    """max_rounds, no_weaknesses (early stop), critique_failed or rewrite_failed."""
+    """max_rounds, no_weaknesses (early stop), critique_failed or rewrite_failed (rejected,
+    empty, or refused by a quality gate: see the round's rewrite_problem)."""
 
 
 def frames_by_tag(rows: Sequence[TaggedRow], keys: Sequence[str], model: type[TaggedRow]) -> Any:

@@ -3,6 +3,11 @@
 Each round, for every answer still being refined: the same model critiques it (strengths,
 weaknesses, suggestions), then rewrites it from the question, its previous answer and the
 critique presented as user feedback. All rows' requests of a round go to the engine together.
+
+A small model's rewrite often talks about itself ("Sure! Here is the improved answer:"): a
+recognised preamble is cut (and kept in the round), and a rewrite that is only such talk, a
+refusal or degenerate repetition is refused, so the previous answer stands and the row's final
+answer is never meta-text.
 """
 
 from __future__ import annotations
@@ -11,8 +16,15 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from condor_dagster.core.language import PromptLanguage, prompt_language
 from condor_dagster.core.llm import ChatMessage, GenerateFn, LLMRequest, SamplingParams
 from condor_dagster.core.prompts import load_prompt
+from condor_dagster.core.quality import (
+    QualityProblem,
+    answer_problem,
+    repetition_problem,
+    strip_meta_preamble,
+)
 from condor_dagster.core.records import (
     Critique,
     Lineage,
@@ -45,8 +57,8 @@ class _State:
     stop_reason: str | None = None
 
     @property
-    def language(self) -> str:
-        return "zh" if self.draft.language == "zh" else "en"
+    def language(self) -> PromptLanguage:
+        return prompt_language(self.draft.language)
 
 
 def _bullets(items: list[str]) -> str:
@@ -103,8 +115,17 @@ def refine_answers(
             prompt = load_prompt("critique", state.language)
             lineage = Lineage.of(completion, request, prompt, run_id, now)
             critique = completion.parsed if isinstance(completion.parsed, Critique) else None
+            # A small model's critique can be one item six times over ("福制", "福制", ...):
+            # a rewrite from it would be noise, so it counts as a failed critique (kept).
+            degenerate = critique is not None and repetition_problem(
+                "\n".join([*critique.strengths, *critique.weaknesses, *critique.suggestions])
+            )
             if critique is None:
                 state.rounds.append(_round(number, None, completion.parse_error, lineage))
+                state.stop_reason = "critique_failed"
+            elif degenerate:
+                error = f"{degenerate}: the critique repeats itself"
+                state.rounds.append(_round(number, critique, error, lineage))
                 state.stop_reason = "critique_failed"
             elif stop_when_no_weaknesses and not [w for w in critique.weaknesses if w.strip()]:
                 state.rounds.append(_round(number, critique, None, lineage))
@@ -126,12 +147,48 @@ def refine_answers(
                 )
                 state.stop_reason = "rewrite_failed"
                 continue
-            state.answer = completion.text
+            answer, preamble, problem = rewrite_gate(completion.text, state.draft.language)
+            if problem is not None:
+                # Refused by a gate: the previous answer stands, the text is kept for audit.
+                state.rounds.append(
+                    _round(
+                        number,
+                        critique,
+                        None,
+                        c_lineage,
+                        None,
+                        a_lineage,
+                        answer_error=f"{problem}: the rewrite was refused by a quality gate",
+                        stripped_preamble=preamble,
+                        rewrite_problem=problem,
+                        rejected_answer=completion.text,
+                    )
+                )
+                state.stop_reason = "rewrite_failed"
+                continue
+            state.answer = answer
             state.truncated = completion.truncated
             state.rounds.append(
-                _round(number, critique, None, c_lineage, completion.text, a_lineage)
+                _round(
+                    number,
+                    critique,
+                    None,
+                    c_lineage,
+                    answer,
+                    a_lineage,
+                    stripped_preamble=preamble,
+                )
             )
     return [_row(s) for s in states]
+
+
+def rewrite_gate(text: str, language: str) -> tuple[str, str | None, QualityProblem | None]:
+    """(answer, stripped_preamble, problem) for a rewrite: a recognised meta preamble is cut
+    (`quality.strip_meta_preamble`); then the answer must pass `quality.answer_problem`
+    (refusal, degenerate repetition). `problem` None means the answer may replace the
+    previous one."""
+    answer, preamble, problem = strip_meta_preamble(text, language)
+    return answer, preamble, problem or answer_problem(answer, language)
 
 
 def _round(
@@ -142,6 +199,10 @@ def _round(
     answer: str | None = None,
     answer_lineage: Lineage | None = None,
     answer_error: str | None = None,
+    *,
+    stripped_preamble: str | None = None,
+    rewrite_problem: str | None = None,
+    rejected_answer: str | None = None,
 ) -> RefineRound:
     return RefineRound(
         round=number,
@@ -154,6 +215,9 @@ def _round(
         answer_error=answer_error,
         truncated=bool(answer_lineage and answer_lineage.finish_reason == "length"),
         answer_lineage=answer_lineage,
+        stripped_preamble=stripped_preamble,
+        rewrite_problem=rewrite_problem,
+        rejected_answer=rejected_answer,
     )
 
 

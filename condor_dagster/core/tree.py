@@ -10,8 +10,10 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from condor_dagster.core.language import prompt_language
 from condor_dagster.core.llm import GenerateFn, LLMRequest, SamplingParams
 from condor_dagster.core.prompts import load_prompt
+from condor_dagster.core.quality import repetition_problem, tree_name_problem
 from condor_dagster.core.records import Lineage, TagNames
 from condor_dagster.core.tag_ids import name_problem, normalize_name, sibling_key
 from condor_dagster.core.taxonomy import TreeNode
@@ -25,7 +27,9 @@ class TreeDrop:
     level: int
     raw_name: str
     reason: str
-    """parse_failed, truncated, empty, too_long, garbage, not_a_name, duplicate_sibling,
+    """parse_failed, truncated, empty, too_long, garbage, not_a_name (`tag_ids.name_problem`),
+    echoes_instructions, repeats_ancestor (`quality.tree_name_problem`), degenerate_repetition
+    (`quality.repetition_problem`), duplicate_sibling,
     over_fan_out."""
 
 
@@ -38,7 +42,7 @@ class TreeExpansion:
 
 
 def expansion_request(node: TreeNode, count: int, sampling: SamplingParams) -> LLMRequest:
-    prompt = load_prompt("tree_expand", node.language if node.language == "zh" else "en")
+    prompt = load_prompt("tree_expand", prompt_language(node.language))
     messages = prompt.render(path=node.path_text, name=node.name, count=count)
     return LLMRequest(messages=messages, sampling=sampling, schema=TagNames)
 
@@ -90,13 +94,20 @@ def expand_tree(
                 result.drops.append(TreeDrop(parent.node_id, level + 1, completion.text, reason))
                 continue
             assert isinstance(completion.parsed, TagNames)
-            prompt = load_prompt("tree_expand", "zh" if parent.language == "zh" else "en")
+            prompt = load_prompt("tree_expand", prompt_language(parent.language))
             lineage = Lineage.of(completion, request, prompt, run_id, now)
+            prompt_text = "\n".join(m.content for m in request.messages)
             siblings = {sibling_key(c.name) for c in children.get(parent.node_id, [])}
             added = 0
             for raw in completion.parsed.names:
                 name = normalize_name(raw)
                 problem = name_problem(raw)  # before normalizing: it folds line breaks away
+                if problem is None:
+                    # A small model echoes the prompt ("Sub-topics") or repeats the parent.
+                    problem = tree_name_problem(name, parent.path, prompt_text)
+                if problem is None:
+                    # "florida-jenkins-2020-00-20-20-20-20-20-20-...": digits count in names.
+                    problem = repetition_problem(name, letters_only=False)
                 if problem is None and sibling_key(name) in siblings:
                     problem = "duplicate_sibling"
                 if problem is None and added >= count:

@@ -82,7 +82,7 @@ def test_whole_chain_in_one_multi_partition_run(scripted_world: CondorWorld):
     checks = {
         (e.asset_key.path[-1], e.check_name): e.passed for e in run.get_asset_check_evaluations()
     }
-    assert all(checks.values()) and len(checks) == 7
+    assert all(checks.values()) and len(checks) == 9
 
 
 def test_incremental_new_root_adds_only_its_tags(tmp_path, monkeypatch):
@@ -176,10 +176,13 @@ def test_bad_llm_output_is_kept_with_reasons(tmp_path, monkeypatch):
             pattern="Role Playing", response='{"easy": "unterminated', finish_reason="length"
         ),
         ScriptRule(pattern="Daily Chat", response="not json at all"),
-        ScriptRule(pattern="Creation", response='{"easy": "  ", "medium": "Fine?", "hard": "Ok?"}'),
+        ScriptRule(
+            pattern="Creation",
+            response='{"easy": "  ", "medium": "Is this fine?", "hard": "Is that ok?"}',
+        ),
         ScriptRule(
             pattern="three questions",
-            response='{"easy": "Q1 {seed}?", "medium": "Q2 {seed}?", "hard": "Q3 {seed}?"}',
+            response='{"easy": "What is Q1 {seed}?", "medium": "What is Q2 {seed}?", "hard": "What is Q3 {seed}?"}',
         ),
     ]
     world = make_world(tmp_path, monkeypatch, scripted_llm(tmp_path / "c.sqlite3", rules=rules))
@@ -298,9 +301,17 @@ def test_chinese_roots_use_chinese_prompts_and_the_markup_fallback(tmp_path, mon
     assert tree_run.success
     tree = world.read("knowledge_tree")
     assert set(tree["language"]) == {"zh"} and tree["path"][0].to_list() == ["婚恋情感"]
+    # The script names the same two tags at every level: below each sub-domain, the one that
+    # repeats its parent is dropped, so each sub-domain keeps one leaf.
+    meta = tree_run.asset_materializations_for_node("knowledge_tree")[0].metadata
+    assert meta["dropped_names"].value == {"repeats_ancestor": 2}
+    assert sorted(tree.filter(pl.col("is_leaf"))["path_text"]) == [
+        "婚恋情感 > 犬类训练 > 猫咪健康",
+        "婚恋情感 > 猫咪健康 > 犬类训练",
+    ]
     world.sync_tags()
     keys = world.tags()
-    assert len(keys) == 4 and all(PARTITION_KEY_PATTERN.match(k) for k in keys)
+    assert len(keys) == 2 and all(PARTITION_KEY_PATTERN.match(k) for k in keys)
     config = {"ops": {"raw_questions": {"config": {"structured_output": False}}}}
     assert world.materialize_tags(keys, run_config=config).success
     raw = world.read("raw_questions", keys[0])
