@@ -66,7 +66,7 @@ def _dagster_home() -> Path:
 DEMO_MAX_TOKENS = {
     "raw_questions": {"max_tokens": 256},
     "draft_answers": {"max_tokens": 320},
-    "refined_answers": {"critique_max_tokens": 256, "max_tokens": 320},
+    "refined_answers": {"critique_max_tokens": 384, "max_tokens": 320},
     "refine_quality": {"max_tokens": 128},
 }
 

@@ -119,11 +119,15 @@ class QuestionTriple(BaseModel):
 
 
 class Critique(BaseModel):
-    """LLM output of one critique request (Condor's three-part critique)."""
+    """LLM output of one critique request (Condor's three-part critique).
 
-    strengths: list[Annotated[str, StringConstraints(max_length=1000)]] = Field(max_length=10)
-    weaknesses: list[Annotated[str, StringConstraints(max_length=1000)]] = Field(max_length=10)
-    suggestions: list[Annotated[str, StringConstraints(max_length=1000)]] = Field(max_length=10)
+    Bounded like TagNames: guided decoding closes an item at 300 characters and a list at 5
+    items, so a rambling model's critique still closes its JSON. With 1,000 x 10 SmolLM2's
+    critiques ran past their token budget unclosed (10 of 12 in a demo run)."""
+
+    strengths: list[Annotated[str, StringConstraints(max_length=300)]] = Field(max_length=5)
+    weaknesses: list[Annotated[str, StringConstraints(max_length=300)]] = Field(max_length=5)
+    suggestions: list[Annotated[str, StringConstraints(max_length=300)]] = Field(max_length=5)
 
 
 # ---- stored rows -----------------------------------------------------------------------------

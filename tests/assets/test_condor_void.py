@@ -182,7 +182,8 @@ def test_bad_llm_output_is_kept_with_reasons(tmp_path, monkeypatch):
         ),
         ScriptRule(
             pattern="three questions",
-            response='{"easy": "What is Q1 {seed}?", "medium": "What is Q2 {seed}?", "hard": "What is Q3 {seed}?"}',
+            response='{"easy": "What is Q1 {seed}?", "medium": "What is Q2 {seed}?", '
+            '"hard": "What is Q3 {seed}?"}',
         ),
     ]
     world = make_world(tmp_path, monkeypatch, scripted_llm(tmp_path / "c.sqlite3", rules=rules))
