@@ -112,13 +112,8 @@ def child_main(settings_json: str, model: str, scale: int, reps: int, out: str) 
     from vllm import SamplingParams as VSamplingParams
     from vllm.sampling_params import StructuredOutputsParams
 
-    llm = LLM(
-        model=model,
-        max_model_len=MAX_MODEL_LEN,
-        max_num_batched_tokens=8192,
-        seed=0,
-        **settings["kwargs"],
-    )
+    kwargs = {"max_num_batched_tokens": 8192, **settings["kwargs"]}
+    llm = LLM(model=model, max_model_len=MAX_MODEL_LEN, seed=0, **kwargs)
     load_s = time.perf_counter() - began
 
     def params(request: Any, seed: int) -> Any:
