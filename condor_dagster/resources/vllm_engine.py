@@ -15,7 +15,6 @@ CPU has bf16 instructions, and the engine core inline in this process.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import threading
 import time
@@ -26,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from condor_dagster.core.environment import environ
 from condor_dagster.core.llm import LLMRequest, RawCompletion
 from condor_dagster.core.model_ref import check_model_ref, model_fingerprint
 from condor_dagster.resources.llm import LLMResource, SinkFn
@@ -81,22 +81,6 @@ def cpu_supports_bf16() -> bool:
             flags = set(value.split())
             return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
     return False
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the engine's construction only, so child processes
-    started later (a `vllm serve`, a webserver) do not inherit the engine's settings."""
-    old = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def vllm_version() -> str:
@@ -244,7 +228,7 @@ class VLLMEngineResource(LLMResource):
                     kwargs["max_num_seqs"] = self.max_num_seqs
                 cpu_kwargs, env = self.cpu_engine_settings()
                 kwargs.update(cpu_kwargs)
-                with _environment(env):
+                with environ(env):
                     engine = _build_engine(kwargs, env)
                 global _LOADS
                 _LOADS += 1

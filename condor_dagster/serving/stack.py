@@ -23,6 +23,7 @@ from typing import IO, Any
 import httpx
 
 from condor_dagster.assets.partitions import GPU_POOL
+from condor_dagster.core.environment import environ
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTANCE_CONFIG = REPO_ROOT / "deploy" / "dagster.yaml"
@@ -45,21 +46,6 @@ query { workspaceOrError { __typename ... on Workspace { locationEntries {
 
 class GraphQLError(RuntimeError):
     """The webserver answered a GraphQL request with errors."""
-
-
-@contextlib.contextmanager
-def environ(values: Mapping[str, str]) -> Iterator[None]:
-    """os.environ with `values` set for the block (the instance config reads env: values)."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def prepare_dagster_home(home: str | Path, config: str | Path = INSTANCE_CONFIG) -> Path:
