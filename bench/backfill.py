@@ -26,7 +26,7 @@ from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster._daemon.backfill import execute_backfill_iteration
 
 from bench.core import Context, Result
-from condor_dagster.assets import CONDOR_ASSETS
+from condor_dagster.methods.condor.assets import CONDOR_ASSETS
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.parquet_io import ParquetIOManager
 from condor_dagster.resources.scripted_llm import ScriptedLLMResource

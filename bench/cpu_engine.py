@@ -39,7 +39,7 @@ def stage_requests(scale: int) -> dict[str, list[Any]]:
     """The pipeline's own request builders on fixed inputs: `scale` x 7 question requests,
     `scale` x 8 drafts, `scale` x 4 critiques of fixed answers."""
     from condor_dagster.core.llm import SamplingParams
-    from condor_dagster.core.questions import Tag, answer_job, question_jobs
+    from condor_dagster.methods.condor.questions import Tag, answer_job, question_jobs
     from condor_dagster.core.refine import DraftToRefine, _State, critique_request
 
     topics = (_TOPICS * (scale // len(_TOPICS) + 1))[: max(scale, 1)]

@@ -21,7 +21,7 @@ import polars as pl
 
 from bench.core import Context, Result
 from bench.data import synthetic_embeddings
-from condor_dagster.core.records import (
+from condor_dagster.core.rows import (
     DedupQuestionRow,
     DraftAnswerRow,
     KnowledgeTreeRow,
@@ -30,7 +30,7 @@ from condor_dagster.core.records import (
     RefineRound,
     rows_to_frame,
 )
-from condor_dagster.core.taxonomy import TreeNode
+from condor_dagster.methods.condor.taxonomy import TreeNode
 
 ROWS_PER_TAG = 1000
 # Typical lengths (characters) of a real model's output: ~300-token answers.
@@ -209,7 +209,8 @@ def child(assets_dir: str, export_dir: str, keys_file: str) -> None:
     """Materialize sft_dataset as a run process would, then print the peak RSS (MB)."""
     import dagster as dg
 
-    from condor_dagster.assets import CONDOR_ASSETS, sft_dataset
+    from condor_dagster.methods.dataset import sft_dataset
+    from condor_dagster.methods.condor.assets import CONDOR_ASSETS
     from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
     from condor_dagster.resources.parquet_io import ParquetIOManager
     from condor_dagster.resources.scripted_llm import ScriptedLLMResource

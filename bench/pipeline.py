@@ -20,10 +20,10 @@ import polars as pl
 
 from bench.core import Context, Result, timed
 from bench.services import TASKS, TOPICS, raw_chat
-from condor_dagster.assets import CONDOR_ASSETS, draft_answers
+from condor_dagster.methods.condor.assets import CONDOR_ASSETS, draft_answers
 from condor_dagster.core.llm import SamplingParams
-from condor_dagster.core.questions import answer_jobs
-from condor_dagster.core.records import DedupQuestionRow, content_id, rows_to_frame
+from condor_dagster.methods.condor.questions import answer_jobs
+from condor_dagster.core.rows import DedupQuestionRow, content_id, rows_to_frame
 from condor_dagster.core.tag_ids import node_id
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.parquet_io import ParquetIOManager

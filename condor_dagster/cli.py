@@ -72,7 +72,7 @@ DEMO_MAX_TOKENS = {
 
 
 def demo_tag_run_config() -> dict[str, Any]:
-    return {"ops": {op: {"config": dict(config)} for op, config in DEMO_MAX_TOKENS.items()}}
+    return {"ops": {f"condor__{op}": {"config": dict(c)} for op, c in DEMO_MAX_TOKENS.items()}}
 
 
 def _print_stage(result: Any, node: str, keys: tuple[str, ...]) -> None:
@@ -110,8 +110,8 @@ def _run_demo(args: argparse.Namespace, model: str) -> int:
 
     import dagster as dg
 
-    from condor_dagster.assets.sensors import tags_sensor
-    from condor_dagster.definitions import defs
+    from condor_dagster.definitions import defs, resources_from_env
+    from condor_dagster.methods.condor.sensors import sync_tags
 
     began = time.perf_counter()
     tree_config = {
@@ -123,20 +123,19 @@ def _run_demo(args: argparse.Namespace, model: str) -> int:
     with dg.DagsterInstance.get() as instance:
         print("[demo] stage 1/3: knowledge_tree (LLM expands the seed roots)", flush=True)
         tree = defs.resolve_job_def("knowledge_tree_job").execute_in_process(
-            run_config={"ops": {"knowledge_tree": {"config": tree_config}}}, instance=instance
+            run_config={"ops": {"condor__knowledge_tree": {"config": tree_config}}},
+            instance=instance,
         )
         if not tree.success:
             print("[demo] knowledge_tree failed; see the log above", file=sys.stderr)
             return 1
         # What the tags sensor does under the daemon: add the new leaf tags as partitions.
-        sync = tags_sensor(dg.build_sensor_context(instance=instance))
-        if isinstance(sync, dg.SensorResult):
-            for request in sync.dynamic_partitions_requests or []:
-                instance.add_dynamic_partitions("tags", list(request.partition_keys or []))
+        io_manager = resources_from_env()["io_manager"]
+        sync_tags(instance, io_manager)  # type: ignore[arg-type]
         keys = list(instance.get_dynamic_partitions("tags"))[: args.max_tags]
         print(
-            f"[demo] stage 2/3: raw_questions -> deduplicated_questions -> draft_answers -> "
-            f"refined_answers for {len(keys)} tag partitions in one run",
+            f"[demo] stage 2/3: condor/raw_questions -> deduplicated_questions -> draft_answers "
+            f"-> refined_answers -> sft_candidates for {len(keys)} tag partitions in one run",
             flush=True,
         )
         tag_run = defs.resolve_job_def("condor_tags_job").execute_in_process(
@@ -150,7 +149,7 @@ def _run_demo(args: argparse.Namespace, model: str) -> int:
         if not tag_run.success:
             print("[demo] the tag run failed; see the log above", file=sys.stderr)
             return 1
-        print("[demo] stage 3/3: sft_dataset (cross-tag dedup, filters, exports)", flush=True)
+        print("[demo] stage 3/3: sft_dataset (cross-partition dedup, filters, exports)", flush=True)
         export = defs.resolve_job_def("sft_dataset_job").execute_in_process(instance=instance)
     if not export.success:
         print("[demo] sft_dataset failed; see the log above", file=sys.stderr)
@@ -159,7 +158,7 @@ def _run_demo(args: argparse.Namespace, model: str) -> int:
         f"\n[demo] runs {tree.run_id}, {tag_run.run_id} and {export.run_id} succeeded in "
         f"{time.perf_counter() - began:.1f}s"
     )
-    _print_stage(tree, "knowledge_tree", ("leaf_tags", "dropped_names", "requests"))
+    _print_stage(tree, "condor__knowledge_tree", ("leaf_tags", "dropped_names", "requests"))
     stage_keys = (
         "requests",
         "cache_hits",
@@ -176,15 +175,16 @@ def _run_demo(args: argparse.Namespace, model: str) -> int:
         "draft_answers",
         "refined_answers",
         "refine_quality",
+        "sft_candidates",
     ):
-        _print_stage(tag_run, node, (*stage_keys, "refined_win_rate", "judged"))
-    _print_stage(export, "sft_dataset", ("samples_refine", "samples_void", "dropped_by_reason"))
+        _print_stage(tag_run, f"condor__{node}", (*stage_keys, "refined_win_rate", "judged"))
+    _print_stage(export, "sft_dataset", ("samples", "dropped_by_reason"))
     meta = export.asset_materializations_for_node("sft_dataset")[0].metadata
     print(f"\n[demo] Parquet files per stage: {data_dir() / 'assets'}")
     export_dir = Path(str(meta["export_dir"].value))
     print(f"[demo] exports and dataset card: {export_dir}")
-    for path in sorted(export_dir.iterdir()):
-        print(f"  {path.name}")
+    for path in sorted(p for p in export_dir.rglob("*") if p.is_file()):
+        print(f"  {path.relative_to(export_dir)}")
     _print_trace_example()
     _print_model_note(model)
     print(
@@ -212,11 +212,12 @@ def _print_model_note(model: str) -> None:
 
 
 def _print_trace_example() -> None:
-    import polars as pl
-
+    from condor_dagster.core.storage import store_from_env
     from condor_dagster.core.trace import format_trace, trace
+    from condor_dagster.methods import traces
 
-    samples = pl.read_parquet(data_dir() / "assets" / "sft_dataset.parquet", columns=["id"])
+    del traces  # imported for its registrations
+    samples = store_from_env().read(["sft_dataset"], columns=["id"])
     if samples.height == 0:
         return
     sample_id = samples["id"][0]
@@ -279,6 +280,9 @@ def _cmd_trace(args: argparse.Namespace) -> int:
     import json
 
     from condor_dagster.core.trace import TraceError, format_trace, trace, trace_to_dict
+    from condor_dagster.methods import traces
+
+    del traces  # imported for its registrations
 
     try:
         found = trace(args.id, args.data_dir)

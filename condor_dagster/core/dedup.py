@@ -23,7 +23,7 @@ import math
 import numbers
 import re
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -166,6 +166,52 @@ def find_near_duplicates(
     return NearDuplicateResult([d for d in decisions if d is not None], kind)
 
 
+@dataclass(frozen=True)
+class DedupResult:
+    """Exact-then-near decisions and the vectors that were searched."""
+
+    decisions: list[DedupDecision]
+    """One per input row, in input order."""
+    searched: list[int]
+    """Input rows that survived the exact pass and were searched for near duplicates."""
+    vectors: np.ndarray
+    """Their embeddings, row-aligned with `searched`."""
+    index_kind: str
+    """The index the near search used (flat or ivf)."""
+
+
+def exact_then_near(
+    ids: Sequence[str],
+    texts: Sequence[str | None],
+    vectors_of: Callable[[list[int]], npt.ArrayLike],
+    threshold: float,
+    *,
+    exact_search_max: int = 200_000,
+    index_kind: IndexKind = "auto",
+    nprobe: int = 8,
+) -> DedupResult:
+    """The one dedup pass every stage uses: exact decisions first, then near-duplicate
+    decisions among the rows still kept. `vectors_of(rows)` gives the embeddings of those input
+    rows only (embedded now, or looked up from storage), so exact duplicates cost nothing."""
+    _check_ids(ids)
+    _check_threshold(threshold)
+    exact = find_exact_duplicates(ids, texts)
+    searched = [row for row, decision in enumerate(exact) if decision.kept]
+    vectors = np.asarray(vectors_of(searched), dtype=np.float32)
+    near = find_near_duplicates(
+        [ids[row] for row in searched],
+        vectors,
+        threshold,
+        exact_search_max=exact_search_max,
+        index_kind=index_kind,
+        nprobe=nprobe,
+    )
+    decisions = list(exact)
+    for row, decision in zip(searched, near.decisions, strict=True):
+        decisions[row] = decision
+    return DedupResult(decisions, searched, vectors, near.index_kind)
+
+
 def deduplicate(
     ids: Sequence[str],
     texts: Sequence[str | None],
@@ -176,28 +222,20 @@ def deduplicate(
     index_kind: IndexKind = "auto",
     nprobe: int = 8,
 ) -> list[DedupDecision]:
-    """Exact decisions first, then near-duplicate decisions among the rows still kept.
-
-    `embeddings` is row-aligned with `ids`; rows of texts dropped as exact or empty are never
-    searched (their vectors may be anything finite, e.g. zeros). Decisions in input order.
-    """
+    """`exact_then_near` over a row-aligned embedding matrix; rows dropped as exact or empty
+    are never searched (their vectors may be anything finite, e.g. zeros). Decisions in input
+    order."""
     _check_ids(ids)
-    _check_threshold(threshold)
     vectors = _check_embeddings(ids, embeddings, require_unit=False)
-    exact = find_exact_duplicates(ids, texts)
-    survivors = [row for row, decision in enumerate(exact) if decision.kept]
-    near = find_near_duplicates(
-        [ids[row] for row in survivors],
-        vectors[survivors],
+    return exact_then_near(
+        ids,
+        texts,
+        lambda rows: vectors[rows],
         threshold,
         exact_search_max=exact_search_max,
         index_kind=index_kind,
         nprobe=nprobe,
-    )
-    decisions = list(exact)
-    for row, decision in zip(survivors, near.decisions, strict=True):
-        decisions[row] = decision
-    return decisions
+    ).decisions
 
 
 def _greedy_near_duplicates(

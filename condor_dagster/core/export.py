@@ -1,8 +1,11 @@
-"""sft_dataset, pure part: cross-tag dedup over stored embeddings, quality filters, the export
-formats (Parquet with lineage, OpenAI/TRL `messages` JSONL, ShareGPT JSONL) and the card.
+"""sft_dataset, pure part: cross-method dedup over stored embeddings, the shared filters, the
+export formats (Parquet with lineage, OpenAI/TRL `messages` JSONL, ShareGPT JSONL) per
+(method, variant) and mixed per variant, and the dataset card.
 
-Two variants come out of the same question set, so the paper's comparison can be reproduced:
-"refine" (refined answers, Condor Refine) and "void" (draft answers, Condor Void).
+Input: every method's candidates in the long format of core/candidates.py. Questions are
+deduplicated across every partition of every method at once (the smallest question id of a
+duplicate group is kept, so the result does not depend on which method or run came first),
+with the embeddings the methods' dedup stages stored; nothing is embedded again.
 """
 
 from __future__ import annotations
@@ -11,17 +14,27 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from condor_dagster.core.dedup import find_exact_duplicates, find_near_duplicates
-from condor_dagster.core.quality import answer_problem, strip_meta_preamble
+from condor_dagster.core.candidates import CANDIDATE_COLUMNS
+from condor_dagster.core.dedup import exact_then_near
+from condor_dagster.core.quality import answer_drop_reason
 
-VARIANTS = ("refine", "void")
+# Columns of the mixed (all methods) files and of the sft_dataset asset: the contract, the
+# origin as JSON (its struct differs by method) and the decisions made here (drop_reason,
+# a contract column, then holds the final reason).
+DECISION_COLUMNS = (
+    "question_dup_reason",
+    "question_dup_of",
+    "question_similarity",
+    "dedup_index",
+    "kept",
+)
 
 
 def embedding_matrix(embeddings: pl.DataFrame | pl.LazyFrame, ids: Sequence[str]) -> np.ndarray:
@@ -42,7 +55,7 @@ def embedding_matrix(embeddings: pl.DataFrame | pl.LazyFrame, ids: Sequence[str]
     del frame
     if gathered.null_count():
         missing = wanted.filter(gathered.is_null())["id"][0]
-        raise KeyError(f"no stored embedding for question {missing!r} (deduplicated_questions)")
+        raise KeyError(f"no stored embedding for question {missing!r} (the method's dedup asset)")
     lengths = gathered.list.len()
     dim = int(lengths[0])
     if (lengths != dim).any():
@@ -52,102 +65,104 @@ def embedding_matrix(embeddings: pl.DataFrame | pl.LazyFrame, ids: Sequence[str]
     return flat.to_numpy().reshape(len(ids), dim)
 
 
-def cross_tag_decisions(
-    samples: pl.DataFrame,
-    embeddings: pl.DataFrame | pl.LazyFrame,
+def embedding_models(embeddings: Mapping[str, pl.DataFrame]) -> list[str]:
+    """The one embedding model every method's stored embeddings come from, as [model]; a
+    ValueError names each method's models when they differ (their vectors are not comparable)."""
+    by_method = {
+        method: sorted(set(frame["embedding_model"].drop_nulls().to_list()))
+        for method, frame in embeddings.items()
+        if frame.height
+    }
+    models = sorted({m for found in by_method.values() for m in found})
+    if len(models) > 1:
+        raise ValueError(
+            f"stored question embeddings come from different embedding models {by_method}: "
+            "vectors of different models cannot be compared; rematerialize the dedup stages "
+            "of every method with one embeddings resource"
+        )
+    return models
+
+
+def cross_partition_decisions(
+    questions: pl.DataFrame,
+    embeddings: pl.DataFrame,
     threshold: float,
     exact_search_max: int,
 ) -> pl.DataFrame:
-    """`question_dup_of` / `question_similarity` per sample: exact then near duplicates of
-    questions across tags, smallest question id kept, using the embeddings stored by
-    deduplicated_questions (`id`, `embedding`; nothing is embedded again)."""
-    ids = samples["question_id"].to_list()
-    exact = find_exact_duplicates(ids, samples["question"].to_list())
-    survivor_ids = [ids[i] for i, d in enumerate(exact) if d.kept]
-    vectors = embedding_matrix(embeddings, survivor_ids)
-    near = find_near_duplicates(survivor_ids, vectors, threshold, exact_search_max=exact_search_max)
-    del vectors
-    decided = {d.id: d for d in exact}
-    decided.update({d.id: d for d in near.decisions})
-    return samples.with_columns(
-        pl.Series("question_dup_reason", [decided[i].reason for i in ids], pl.String),
-        pl.Series("question_dup_of", [decided[i].duplicate_of for i in ids], pl.String),
-        pl.Series("question_similarity", [decided[i].similarity for i in ids], pl.Float64),
-        pl.lit(near.index_kind).alias("dedup_index"),
+    """One row per distinct question_id of `questions` (question_id, question) with its
+    decision: exact then near duplicates across every partition and method, smallest question
+    id kept, vectors from `embeddings` (id, embedding)."""
+    unique = questions.unique("question_id", keep="first").sort("question_id")
+    ids = unique["question_id"].to_list()
+    result = exact_then_near(
+        ids,
+        unique["question"].to_list(),
+        lambda rows: embedding_matrix(embeddings, [ids[r] for r in rows]),
+        threshold,
+        exact_search_max=exact_search_max,
     )
-
-
-def drop_reason(
-    answer: str | None, truncated: bool, finish_reason: str | None, *, language: str = "en"
-) -> str | None:
-    """Why an answer cannot be a training sample, or None: rejected, empty_answer, truncated,
-    then the shared quality gates (`core/quality.py`), the same for both variants: refusal,
-    degenerate_repetition (`answer_problem`) and meta_commentary (an answer that is only talk
-    about a rewrite, `strip_meta_preamble`)."""
-    if finish_reason == "rejected":
-        return "rejected"
-    if answer is None or not answer.strip():
-        return "empty_answer"
-    if truncated:
-        return "truncated"
-    problem = answer_problem(answer, language)
-    if problem is None:
-        problem = strip_meta_preamble(answer, language)[2]
-    return problem
+    d = result.decisions
+    return pl.DataFrame(
+        {
+            "question_id": ids,
+            "question_dup_reason": [None if x.kept else "cross_partition_duplicate" for x in d],
+            "question_dup_of": [x.duplicate_of for x in d],
+            "question_similarity": [x.similarity for x in d],
+            "dedup_index": [result.index_kind] * len(ids),
+        },
+        schema={
+            "question_id": pl.String,
+            "question_dup_reason": pl.String,
+            "question_dup_of": pl.String,
+            "question_similarity": pl.Float64,
+            "dedup_index": pl.String,
+        },
+    )
 
 
 # Rows per slice when a column is walked in Python: bounds the Python strings alive at once.
 _SLICE_ROWS = 8192
 
 
-def with_keep_decisions(samples: pl.DataFrame) -> pl.DataFrame:
-    """`drop_reason_<variant>` / `kept_<variant>` for both variants; a cross-tag duplicate
-    question drops both."""
-    out = samples
-    for variant, answer, truncated, finish in (
-        ("refine", "answer", "truncated", "refine_finish_reason"),
-        ("void", "draft_answer", "draft_truncated", "draft_finish_reason"),
-    ):
-        reasons: list[str | None] = []
-        # Older sample frames may lack the language column; the gates then read every text
-        # with both languages' patterns anyway.
-        language = pl.col("language") if "language" in samples.columns else pl.lit("en")
-        columns = samples.select(
-            "question_dup_reason", answer, truncated, finish, language.alias("_language")
+def with_keep_decisions(candidates: pl.DataFrame, decisions: pl.DataFrame) -> pl.DataFrame:
+    """`drop_reason` / `kept` per candidate: a cross-partition duplicate question drops every
+    variant; otherwise the stage's own reason, else the shared filters on the answer."""
+    joined = candidates.join(decisions, on="question_id", how="left")
+    reasons: list[str | None] = []
+    columns = joined.select(
+        "question_dup_reason", "drop_reason", "answer", "truncated", "finish_reason", "language"
+    )
+    for part in columns.iter_slices(_SLICE_ROWS):
+        reasons.extend(
+            dup or own or answer_drop_reason(a, bool(t), f, language=lang or "en")
+            for dup, own, a, t, f, lang in part.iter_rows()
         )
-        for part in columns.iter_slices(_SLICE_ROWS):
-            reasons.extend(
-                "cross_tag_duplicate" if dup else drop_reason(a, t, f, language=lang or "en")
-                for dup, a, t, f, lang in part.iter_rows()
-            )
-        out = out.with_columns(
-            pl.Series(f"drop_reason_{variant}", reasons, pl.String),
-            pl.Series(f"kept_{variant}", [r is None for r in reasons], pl.Boolean),
-        )
-    return out
+    return joined.with_columns(
+        pl.Series("drop_reason", reasons, pl.String),
+        pl.Series("kept", [r is None for r in reasons], pl.Boolean),
+    )
 
 
-def chat_messages(question: str, answer: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+def flatten_origin(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """The origin struct's fields as columns (a field whose name is taken gets `origin_`)."""
+    lazy = frame.lazy()
+    schema = lazy.collect_schema()
+    origin = schema["origin"]
+    assert isinstance(origin, pl.Struct), f"origin must be a struct, got {origin}"
+    fields = [f.name for f in origin.fields]
+    taken = set(schema.names())
+    return lazy.with_columns(
+        pl.col("origin").struct.field(f).alias(f"origin_{f}" if f in taken else f) for f in fields
+    ).drop("origin")
 
 
-def sharegpt(question: str, answer: str) -> list[dict[str, str]]:
-    return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
-
-
-def variant_frame(samples: pl.DataFrame | pl.LazyFrame, variant: str) -> pl.LazyFrame:
-    """The kept samples of a variant: id, the two texts, and every lineage column (lazy, so
-    the exports stream it instead of holding a filtered copy of every sample)."""
-    answer = "answer" if variant == "refine" else "draft_answer"
-    return (
-        samples.lazy()
-        .filter(pl.col(f"kept_{variant}"))
-        .select(
-            pl.col("id"),
-            pl.col("question"),
-            pl.col(answer).alias("answer"),
-            pl.exclude("id", "question", "answer", "draft_answer", "embedding"),
-        )
+def mixed_frame(frame: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """The contract and decision columns with the origin as JSON: the same schema for every
+    method, so the methods' rows concatenate."""
+    return frame.lazy().select(
+        *(c for c in CANDIDATE_COLUMNS if c != "origin"),
+        pl.col("origin").struct.json_encode().alias("origin"),
+        *DECISION_COLUMNS,
     )
 
 
@@ -173,36 +188,42 @@ def _write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     _atomic_write(path, write)
 
 
-def export_variant(samples: pl.DataFrame, out_dir: Path, variant: str) -> dict[str, Path]:
-    """Parquet (all lineage columns), messages JSONL and ShareGPT JSONL for one variant's kept
-    samples. Streamed: the Parquet file is sunk from a lazy query and the JSONL files are
-    written a slice at a time, so no filtered copy of all samples is ever held."""
+def chat_messages(question: str, answer: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+
+
+def sharegpt(question: str, answer: str) -> list[dict[str, str]]:
+    return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+
+
+def export_files(
+    kept: pl.LazyFrame, out_dir: Path, stem: str, *, extra: Sequence[str] = ()
+) -> dict[str, Path]:
+    """Parquet (every column), messages JSONL and ShareGPT JSONL of the kept rows of one
+    (method, variant) or one mixed variant. `extra`: columns copied into each JSONL record
+    beside id and method. Streamed: the Parquet file is sunk from the lazy query and the JSONL
+    files are written a slice at a time."""
     paths = {
-        "parquet": out_dir / f"sft_{variant}.parquet",
-        "messages": out_dir / f"sft_{variant}.messages.jsonl",
-        "sharegpt": out_dir / f"sft_{variant}.sharegpt.jsonl",
+        "parquet": out_dir / f"{stem}.parquet",
+        "messages": out_dir / f"{stem}.messages.jsonl",
+        "sharegpt": out_dir / f"{stem}.sharegpt.jsonl",
     }
-    _atomic_write(
-        paths["parquet"],
-        lambda tmp: variant_frame(samples, variant).sink_parquet(tmp, compression="zstd"),
-    )
+    _atomic_write(paths["parquet"], lambda tmp: kept.sink_parquet(tmp, compression="zstd"))
+    wanted = ["id", "method", "question", "answer", *extra]
 
     def rows() -> Iterator[dict[str, Any]]:
-        for part in samples.iter_slices(_SLICE_ROWS):
-            kept = variant_frame(part, variant).select(
-                "id", "question", "answer", "tag_path", "task", "difficulty"
-            )
-            yield from kept.collect().iter_rows(named=True)
+        frame = kept.select(wanted).collect()
+        for part in frame.iter_slices(_SLICE_ROWS):
+            yield from part.iter_rows(named=True)
 
     _write_jsonl(
         paths["messages"],
         (
             {
                 "id": r["id"],
+                "method": r["method"],
                 "messages": chat_messages(r["question"], r["answer"]),
-                "tag_path": r["tag_path"],
-                "task": r["task"],
-                "difficulty": r["difficulty"],
+                **{k: r[k] for k in extra},
             }
             for r in rows()
         ),
@@ -223,99 +244,101 @@ def _lengths(lengths: np.ndarray) -> str:
     )
 
 
-def _count_table(counter: Counter[str], title: str) -> str:
+def count_table(counter: Counter[str], title: str) -> str:
     rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(counter.items(), key=lambda kv: -kv[1]))
     return f"| {title} | samples |\n|---|---|\n{rows}\n"
 
 
-def dataset_card(samples: pl.DataFrame, facts: dict[str, Any]) -> str:
-    """Markdown card: counts by root domain, task and difficulty per variant, drops, lengths,
-    tokens, models and prompt shas, examples."""
-    lines = [
-        "# Condor SFT dataset",
+def summary_lines(samples: pl.DataFrame) -> list[str]:
+    """The card's head: samples and candidates per (method, variant)."""
+    counts = (
+        samples.group_by("method", "variant")
+        .agg(pl.len().alias("candidates"), pl.col("kept").sum().alias("samples"))
+        .sort("method", "variant")
+    )
+    lines = ["| method | variant | samples | candidates |", "|---|---|---|---|"]
+    lines += [
+        f"| {r['method']} | {r['variant']} | {r['samples']} | {r['candidates']} |"
+        for r in counts.iter_rows(named=True)
+    ]
+    return [*lines, ""]
+
+
+def variant_lines(samples: pl.DataFrame, method: str, variant: str) -> list[str]:
+    """Drops and lengths of one (method, variant)."""
+    rows = samples.filter((pl.col("method") == method) & (pl.col("variant") == variant))
+    kept = rows.filter(pl.col("kept")).select(
+        pl.col("question").str.len_chars().cast(pl.Int64).alias("q"),
+        pl.col("answer").str.len_chars().cast(pl.Int64).alias("a"),
+    )
+    drops = Counter(rows["drop_reason"].drop_nulls().to_list())
+    return [
+        f"### {method} / {variant}",
         "",
-        "Synthesized with condor-dagster (Condor: World Knowledge Tree, task x difficulty",
-        "questions, Self-Reflection Refinement). `refine` holds refined answers, `void` the",
-        "draft answers of the same questions.",
-        "",
-        "| | refine | void |",
-        "|---|---|---|",
-        f"| samples | {int(samples['kept_refine'].sum())} | {int(samples['kept_void'].sum())} |",
-        f"| candidates | {samples.height} | {samples.height} |",
+        count_table(drops, "dropped: reason") if drops else "Nothing dropped.\n",
+        f"- question length (chars): {_lengths(kept['q'].to_numpy())}",
+        f"- answer length (chars): {_lengths(kept['a'].to_numpy())}",
         "",
     ]
-    for variant in VARIANTS:
-        answer = "answer" if variant == "refine" else "draft_answer"
-        # Only the short columns and the text lengths (characters), not a copy of the texts.
-        kept = (
-            samples.lazy()
-            .filter(pl.col(f"kept_{variant}"))
-            .select(
-                "root_domain",
-                "task",
-                "difficulty",
-                pl.col("question").str.len_chars().cast(pl.Int64).alias("question_chars"),
-                pl.col(answer).str.len_chars().cast(pl.Int64).alias("answer_chars"),
-            )
-            .collect()
+
+
+def provenance_lines(samples: pl.DataFrame) -> list[str]:
+    """Models, prompt templates with their shas and completion tokens, per method, read from
+    the rows' lineage (so the card names what actually produced the data)."""
+    lines = ["## Provenance", ""]
+    for (method,), rows in sorted(samples.group_by("method"), key=lambda g: str(g[0][0])):
+        lineage = rows.select(pl.col("lineage").struct.unnest())
+        models = sorted(set(lineage["model"].drop_nulls().to_list()))
+        prompts = sorted(
+            {f"{n} sha {s}" for n, s in lineage.select("prompt_name", "prompt_sha").rows() if n}
         )
-        drops = Counter(samples[f"drop_reason_{variant}"].drop_nulls().to_list())
         lines += [
-            f"## {variant}",
-            "",
-            _count_table(Counter(kept["root_domain"].to_list()), "root domain"),
-            _count_table(Counter(kept["task"].to_list()), "task"),
-            _count_table(Counter(kept["difficulty"].to_list()), "difficulty"),
-            _count_table(drops, "dropped: reason") if drops else "Nothing dropped.\n",
-            f"- question length (chars): {_lengths(kept['question_chars'].to_numpy())}",
-            f"- answer length (chars): {_lengths(kept['answer_chars'].to_numpy())}",
-            "",
+            f"- {method} models: {models}",
+            f"- {method} prompts: {', '.join(prompts) or '-'}",
         ]
-    lines += ["## Provenance", ""]
-    lines += [f"- {key}: {value}" for key, value in facts.items()]
-    lines += ["", "## Examples", ""]
-    examples = samples.lazy().filter(pl.col("kept_refine")).head(3).collect()
-    for row in examples.iter_rows(named=True):
-        lines += [
-            f"**{row['tag_path']}** ({row['task']}, {row['difficulty']}) `{row['id']}`",
-            "",
-            f"> {row['question'][:400]}",
-            "",
-            f"{row['answer'][:600]}",
-            "",
-        ]
-    return "\n".join(lines)
+    return [*lines, ""]
+
+
+def example_lines(samples: pl.DataFrame, per_method: int = 2) -> list[str]:
+    lines = ["## Examples", ""]
+    kept = samples.filter(pl.col("kept")).sort("method", "variant", "id")
+    for (method,), rows in sorted(kept.group_by("method"), key=lambda g: str(g[0][0])):
+        for row in rows.head(per_method).iter_rows(named=True):
+            lines += [
+                f"**{method} / {row['variant']}** `{row['id']}` (partition {row['partition_key']})",
+                "",
+                f"> {row['question'][:400]}",
+                "",
+                f"{row['answer'][:600]}",
+                "",
+            ]
+    return lines
 
 
 def write_card(path: Path, text: str) -> None:
     _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def validate_export(samples: pl.DataFrame, tree_node_ids: set[str]) -> dict[str, Any]:
-    """The blocking check before export: schema, unique ids, no empty messages, every row
-    traces to a knowledge_tree node. Returns the failures found (empty dict = pass)."""
-    problems: dict[str, Any] = {}
-    required = {"id", "question", "answer", "draft_answer", "tag_id", "question_id", "parent_id"}
-    missing = sorted(required - set(samples.columns))
+def validate_export(samples: pl.DataFrame) -> dict[str, Any]:
+    """The blocking check's method-neutral part: the columns, unique (id, variant), no empty
+    message among the kept rows. Returns the failures found (empty dict = pass); each method
+    adds its own origin check (a tag node, a corpus document)."""
+    missing = sorted({*CANDIDATE_COLUMNS, "kept"} - set(samples.columns))
     if missing:
         return {"missing_columns": missing}
-    duplicates = samples["id"].is_duplicated().sum()
+    problems: dict[str, Any] = {}
+    duplicates = samples.select(pl.struct("id", "variant").is_duplicated().sum()).item()
     if duplicates:
         problems["duplicate_ids"] = int(duplicates)
-    # Counted with expressions: filtering would copy every kept sample's texts.
-    for variant, answer in (("refine", "answer"), ("void", "draft_answer")):
-        empty = samples.select(
-            (
-                pl.col(f"kept_{variant}")
-                & (
-                    (pl.col("question").str.strip_chars() == "")
-                    | (pl.col(answer).str.strip_chars() == "")
-                )
-            ).sum()
-        ).item()
-        if empty:
-            problems[f"empty_messages_{variant}"] = empty
-    orphans = samples.select((~pl.col("tag_id").is_in(list(tree_node_ids))).sum()).item()
-    if orphans:
-        problems["rows_without_tree_node"] = orphans
+    empty = samples.select(
+        (
+            pl.col("kept")
+            & (
+                (pl.col("question").str.strip_chars() == "")
+                | (pl.col("answer").str.strip_chars() == "")
+            )
+        ).sum()
+    ).item()
+    if empty:
+        problems["empty_messages"] = int(empty)
     return problems

@@ -15,22 +15,11 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from functools import cache
-from typing import Literal, get_args
 
 from condor_dagster.core import quality_patterns as patterns
+from condor_dagster.core.drop_reasons import DropReason, QualityProblem
 from condor_dagster.core.prompts import LANGUAGES, load_prompt
 from condor_dagster.core.tag_ids import normalize_name
-
-QualityProblem = Literal[
-    "echoes_instructions",
-    "repeats_ancestor",
-    "not_a_question",
-    "unfilled_placeholder",
-    "degenerate_repetition",
-    "meta_commentary",
-    "refusal",
-]
-QUALITY_PROBLEMS: tuple[str, ...] = get_args(QualityProblem)
 
 MAX_REPEATS = 5  # Kun's rule: a unit repeated more than 5 times in a row is degenerate
 _MIN_ANSWER_WORDS = 3  # what follows a cut preamble must be at least this long to be an answer
@@ -250,7 +239,7 @@ def _system_runs() -> tuple[frozenset[tuple[str, ...]], frozenset[tuple[str, ...
     refine prompts' system texts (both languages)."""
     latin: set[tuple[str, ...]] = set()
     cjk: set[tuple[str, ...]] = set()
-    for name in ("answer", "refine"):
+    for name in ("shared/answer", "shared/refine"):
         for language in LANGUAGES:
             words = tokens(load_prompt(name, language).system)
             for width, runs in ((_ECHO_WORDS, latin), (_ECHO_CJK, cjk)):
@@ -299,3 +288,22 @@ def strip_meta_preamble(text: str, language: str) -> tuple[str, str | None, Qual
     if len(tokens(answer)) < _MIN_ANSWER_WORDS or patterns.META_REFERENCES.search(first_sentence):
         return text, preamble, "meta_commentary"
     return answer, preamble, None
+
+
+def answer_drop_reason(
+    answer: str | None, truncated: bool, finish_reason: str | None, *, language: str = "en"
+) -> DropReason | None:
+    """Why an answer cannot be a training sample, or None: rejected, empty_answer, truncated,
+    then the shared quality gates, the same for every variant: refusal,
+    degenerate_repetition (`answer_problem`) and meta_commentary (an answer that is only talk
+    about a rewrite, `strip_meta_preamble`)."""
+    if finish_reason == "rejected":
+        return "rejected"
+    if answer is None or not answer.strip():
+        return "empty_answer"
+    if truncated:
+        return "truncated"
+    problem = answer_problem(answer, language)
+    if problem is None:
+        problem = strip_meta_preamble(answer, language)[2]
+    return problem

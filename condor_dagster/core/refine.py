@@ -1,4 +1,4 @@
-"""Self-Reflection Refinement (Condor Refine), pure part.
+"""Self-Reflection Refinement (Condor Refine), pure part; a shared stage any method may run.
 
 Each round, for every answer still being refined: the same model critiques it (strengths,
 weaknesses, suggestions), then rewrites it from the question, its previous answer and the
@@ -13,39 +13,119 @@ answer is never meta-text.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, StringConstraints
 
 from condor_dagster.core.language import PromptLanguage, prompt_language
 from condor_dagster.core.llm import ChatMessage, GenerateFn, LLMRequest, SamplingParams
 from condor_dagster.core.prompts import load_prompt
 from condor_dagster.core.quality import (
     QualityProblem,
+    answer_drop_reason,
     answer_problem,
     repetition_problem,
     strip_meta_preamble,
 )
-from condor_dagster.core.records import (
-    Critique,
+from condor_dagster.core.rows import (
+    DropReason,
     Lineage,
-    RefinedAnswerRow,
-    RefineRound,
+    SampleRow,
+    check_drop_reason,
     content_id,
+    inherited,
 )
+
+CRITIQUE_PROMPT = "shared/critique"
+REWRITE_PROMPT = "shared/refine"
+
+
+class Critique(BaseModel):
+    """LLM output of one critique request (Condor's three-part critique).
+
+    Bounded like TagNames: guided decoding closes an item at 300 characters and a list at 5
+    items, so a rambling model's critique still closes its JSON. With 1,000 x 10 SmolLM2's
+    critiques ran past their token budget unclosed (10 of 12 in a demo run)."""
+
+    strengths: list[Annotated[str, StringConstraints(max_length=300)]] = Field(max_length=5)
+    weaknesses: list[Annotated[str, StringConstraints(max_length=300)]] = Field(max_length=5)
+    suggestions: list[Annotated[str, StringConstraints(max_length=300)]] = Field(max_length=5)
+
+
+class RefineRound(BaseModel):
+    """One critique -> rewrite round of Self-Reflection Refinement."""
+
+    round: int
+    """1 for the first round."""
+    strengths: list[str]
+    weaknesses: list[str]
+    suggestions: list[str]
+    critique_error: str | None
+    """Why the critique could not be used (then the round rewrites nothing)."""
+    critique_lineage: Lineage
+    answer: str | None
+    """The rewritten answer; None when the round stopped after its critique."""
+    answer_error: str | None = None
+    """Why the rewrite was not used (rejected prompt, empty text, a quality problem); the
+    previous answer stands."""
+    truncated: bool
+    """The rewrite hit max_tokens."""
+    answer_lineage: Lineage | None
+    stripped_preamble: str | None = None
+    """Meta-commentary cut from the start of the rewrite ("Sure! Here is the improved
+    answer:"); `answer` is what followed it. None when nothing was cut."""
+    rewrite_problem: str | None = None
+    """The quality gate that refused the rewrite (meta_commentary, refusal,
+    degenerate_repetition); None when the rewrite was used or failed for another reason."""
+    rejected_answer: str | None = None
+    """The rewrite text a quality gate refused, kept for audit; `answer` is None then."""
+
+
+class RefinedAnswerRow(SampleRow):
+    """refined_answers: a draft after Self-Reflection Refinement; parent_id is the draft id."""
+
+    question_id: str
+    """The question the draft answered (its parent)."""
+    question: str
+    draft_answer: str
+    answer: str
+    """The final answer: the last rewrite, or the draft when no round rewrote it."""
+    truncated: bool
+    """The final answer hit max_tokens."""
+    rounds: list[RefineRound]
+    """Every round's critique and rewrite, in order."""
+    rounds_run: int
+    stop_reason: str
+    """max_rounds, no_weaknesses (early stop), critique_failed or rewrite_failed (rejected,
+    empty, or refused by a quality gate: see the round's rewrite_problem)."""
+    drop_reason: DropReason | None
+    """Why the final answer cannot be a sample (the draft's reason when no round rewrote it)."""
 
 
 @dataclass(frozen=True)
 class DraftToRefine:
-    draft_id: str
-    question_id: str
-    tag_id: str
-    tag_path: str
-    task: str
-    difficulty: str
-    language: str
-    question: str
-    draft_answer: str
-    draft_truncated: bool
+    """One answer to refine: the answer row (id, question, answer, truncated and the contract
+    fields) as the answer stage stored it."""
+
+    row: Mapping[str, Any]
+
+    @property
+    def draft_id(self) -> str:
+        return str(self.row["id"])
+
+    @property
+    def question(self) -> str:
+        return str(self.row["question"])
+
+    @property
+    def draft_answer(self) -> str:
+        return str(self.row["answer"])
+
+    @property
+    def language(self) -> str:
+        return str(self.row["language"])
 
 
 @dataclass
@@ -66,7 +146,7 @@ def _bullets(items: list[str]) -> str:
 
 
 def critique_request(state: _State, sampling: SamplingParams) -> LLMRequest:
-    prompt = load_prompt("critique", state.language)
+    prompt = load_prompt(CRITIQUE_PROMPT, state.language)
     messages = prompt.render(question=state.draft.question, answer=state.answer)
     return LLMRequest(messages=messages, sampling=sampling, schema=Critique)
 
@@ -74,7 +154,7 @@ def critique_request(state: _State, sampling: SamplingParams) -> LLMRequest:
 def refine_request(state: _State, critique: Critique, sampling: SamplingParams) -> LLMRequest:
     """The conversation Condor describes: question, the model's own answer, then the critique
     as the user's feedback."""
-    prompt = load_prompt("refine", state.language)
+    prompt = load_prompt(REWRITE_PROMPT, state.language)
     system, feedback = prompt.render(
         strengths=_bullets(critique.strengths),
         weaknesses=_bullets(critique.weaknesses),
@@ -97,13 +177,14 @@ def refine_answers(
     stop_when_no_weaknesses: bool,
     critique_sampling: SamplingParams,
     answer_sampling: SamplingParams,
+    id_prefix: str = "r",
     run_id: str,
     now: dt.datetime,
 ) -> list[RefinedAnswerRow]:
     """Run up to `rounds` critique -> rewrite rounds; one row per draft, in input order."""
     if rounds < 1:
         raise ValueError(f"refine rounds must be >= 1, got {rounds}")
-    states = [_State(d, d.draft_answer, d.draft_truncated) for d in drafts]
+    states = [_State(d, d.draft_answer, bool(d.row["truncated"])) for d in drafts]
     for number in range(1, rounds + 1):
         active = [s for s in states if s.stop_reason is None]
         if not active:
@@ -112,7 +193,7 @@ def refine_answers(
         critiques = generate(critique_requests)
         to_rewrite: list[tuple[_State, Critique, Lineage]] = []
         for state, request, completion in zip(active, critique_requests, critiques, strict=True):
-            prompt = load_prompt("critique", state.language)
+            prompt = load_prompt(CRITIQUE_PROMPT, state.language)
             lineage = Lineage.of(completion, request, prompt, run_id, now)
             critique = completion.parsed if isinstance(completion.parsed, Critique) else None
             # A small model's critique can be one item six times over ("福制", "福制", ...):
@@ -137,7 +218,7 @@ def refine_answers(
         for (state, critique, c_lineage), request, completion in zip(
             to_rewrite, rewrite_requests, rewrites, strict=True
         ):
-            prompt = load_prompt("refine", state.language)
+            prompt = load_prompt(REWRITE_PROMPT, state.language)
             a_lineage = Lineage.of(completion, request, prompt, run_id, now)
             if completion.parse_error or not completion.text.strip():
                 # Rejected (prompt too long) or empty: the previous answer stands.
@@ -179,7 +260,7 @@ def refine_answers(
                     stripped_preamble=preamble,
                 )
             )
-    return [_row(s) for s in states]
+    return [_row(s, id_prefix) for s in states]
 
 
 def rewrite_gate(text: str, language: str) -> tuple[str, str | None, QualityProblem | None]:
@@ -221,17 +302,12 @@ def _round(
     )
 
 
-def _row(state: _State) -> RefinedAnswerRow:
+def _row(state: _State, id_prefix: str) -> RefinedAnswerRow:
     d = state.draft
     return RefinedAnswerRow(
-        id=content_id("r", d.draft_id, [r.answer for r in state.rounds], state.answer),
-        parent_id=d.draft_id,
-        question_id=d.question_id,
-        tag_id=d.tag_id,
-        tag_path=d.tag_path,
-        task=d.task,
-        difficulty=d.difficulty,
-        language=d.language,
+        id=content_id(id_prefix, d.draft_id, [r.answer for r in state.rounds], state.answer),
+        **inherited(d.row),
+        question_id=d.row["parent_id"],
         question=d.question,
         draft_answer=d.draft_answer,
         answer=state.answer,
@@ -239,4 +315,11 @@ def _row(state: _State) -> RefinedAnswerRow:
         rounds=state.rounds,
         rounds_run=len(state.rounds),
         stop_reason=state.stop_reason or "max_rounds",
+        drop_reason=_final_drop_reason(state),
     )
+
+
+def _final_drop_reason(state: _State) -> DropReason | None:
+    if not any(r.answer is not None for r in state.rounds):
+        return check_drop_reason(state.draft.row.get("drop_reason"))
+    return answer_drop_reason(state.answer, state.truncated, None, language=state.draft.language)

@@ -1,13 +1,11 @@
-"""Walk one row back to the knowledge-tree tag it came from (`condor trace ID`).
+"""Walk one row of any method back to its origin (`condor trace ID`).
 
-The id's form tells where to look: `r-...` a refined answer, `a-...` a draft answer, `q-...` a
-question (an SFT sample uses its refined answer's id), anything else a knowledge-tree node id
-such as `healthcare.3d804971`. The row is found with a lazy, filtered Parquet scan of that
-stage's files (no stage is loaded into memory whole), then `parent_id` is followed stage by
-stage, each time in the same tag's file first:
-
-    refined_answers -> draft_answers -> raw_questions (+ the deduplicated_questions decision)
-        -> knowledge_tree leaf -> ... -> root
+Stages register how to find and show their rows (`register`): the asset key, the id prefix
+their rows carry (unique across every method and stage), the text column and the stage their
+`parent_id` points to. A method registers how to describe its origin (Condor: the knowledge
+tree path of the tag). The id's prefix then tells where to look: the row is found with a lazy,
+filtered Parquet scan of that stage's files through the IO manager's store (its own partition's
+file first), and `parent_id` is followed stage by stage back to the origin.
 
 A link that is missing (a partition rebuilt or deleted since) ends the chain with a warning in
 `Trace.warnings` instead of an error; an id that is not there at all raises `TraceError`.
@@ -17,41 +15,27 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from condor_dagster.core.paths import data_dir
-from condor_dagster.core.records import Lineage, RefineRound
+from condor_dagster.core.refine import RefineRound
+from condor_dagster.core.rows import Lineage
+from condor_dagster.core.storage import AssetStore, store_from_env
 from condor_dagster.core.tag_ids import PARTITION_KEY_PATTERN
-from condor_dagster.core.taxonomy import PATH_TEXT_SEPARATOR
 
-TREE_STAGE = "knowledge_tree"
-TREE_FILE = f"{TREE_STAGE}.parquet"
-DEDUP_STAGE = "deduplicated_questions"
-STAGE_OF_PREFIX = {"r": "refined_answers", "a": "draft_answers", "q": "raw_questions"}
-# Where each stage's parent_id points.
-PARENT_STAGE = {
-    "refined_answers": "draft_answers",
-    "draft_answers": "raw_questions",
-    "raw_questions": TREE_STAGE,
-}
-ID_HINT = (
-    "ids look like r-…, a-…, q-… (a refined answer, a draft answer, a question; an SFT sample "
-    "has its refined answer's id) or a tag id such as healthcare.3d804971"
-)
 HOW_TO_MAKE_DATA = (
     "create data with `make demo` (or `condor demo`), or point --data-dir (CONDOR_DATA_DIR, "
     "CONDOR_ASSETS_DIR) at the data directory of a run"
 )
 
-_ROW_ID = re.compile(r"([raq])-[0-9a-f]{1,64}\Z")
-_MAX_TREE_DEPTH = 64
+_ROW_ID = re.compile(r"([a-z]{1,8})-[0-9a-f]{1,64}\Z")
+_ID_PREFIX = re.compile(r"[a-z]{1,8}\Z")
 _FILE_COLUMN = "__trace_file"
 _BIG_COLUMNS = ("embedding",)  # never needed for a trace; can be most of a file's bytes
 
@@ -60,18 +44,107 @@ class TraceError(ValueError):
     """The id is malformed or not in the data, or there is no data to search."""
 
 
+# ---- registration ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TraceStage:
+    """How trace finds and shows the rows of one stage."""
+
+    method: str
+    key: tuple[str, ...]
+    """Asset key path, e.g. ("condor", "draft_answers")."""
+    id_prefix: str
+    """The prefix of the ids this stage's rows carry ("a" for a-...)."""
+    text_column: str
+    """The column holding what the stage produced."""
+    label: str
+    """What the text is: question, answer, ..."""
+    parent: tuple[str, ...] | None
+    """Key of the stage `parent_id` points to; None: it names the method's origin."""
+    details: tuple[str, ...] = ()
+    """Columns shown with the row."""
+    dedup: tuple[str, ...] | None = None
+    """For question stages: the dedup stage holding each question's decision."""
+
+    @property
+    def name(self) -> str:
+        return "/".join(self.key)
+
+
+@dataclass(frozen=True)
+class OriginStep:
+    """One node on the way from a method's root to the row's origin (Condor: a tree node)."""
+
+    node_id: str
+    parent_id: str | None
+    level: int
+    name: str
+    language: str
+    source: str
+    is_leaf: bool
+    lineage: Lineage | None
+
+
+@dataclass(frozen=True)
+class TraceMethod:
+    """How trace describes one method's origin."""
+
+    method: str
+    origin_chain: Callable[[Finder, str], list[OriginStep]] | None = None
+    """(finder, origin id) -> nodes from the root down to the origin; None: the row's origin
+    struct is the whole story."""
+    origin_id: re.Pattern[str] | None = None
+    """Ids that name an origin directly (Condor: tag ids), traced as a chain alone."""
+    origin_label: str = "origin"
+
+
+_STAGES: dict[str, TraceStage] = {}
+_METHODS: dict[str, TraceMethod] = {}
+
+
+def register(method: TraceMethod, stages: Sequence[TraceStage]) -> None:
+    """Make a method's stages traceable. Id prefixes are unique across every method and stage;
+    registering the same stage again is a no-op."""
+    for stage in stages:
+        if not _ID_PREFIX.match(stage.id_prefix):
+            raise ValueError(f"id prefix {stage.id_prefix!r} must be 1 to 8 lowercase letters")
+        known = _STAGES.get(stage.id_prefix)
+        if known is not None and known != stage:
+            raise ValueError(
+                f"id prefix {stage.id_prefix!r} of {stage.name} is already used by {known.name}; "
+                "give every stage of every method its own prefix"
+            )
+    _METHODS[method.method] = method
+    for stage in stages:
+        _STAGES[stage.id_prefix] = stage
+
+
+def registered_stages() -> dict[str, TraceStage]:
+    return dict(_STAGES)
+
+
+def _stage_by_key(key: tuple[str, ...]) -> TraceStage | None:
+    return next((s for s in _STAGES.values() if s.key == key), None)
+
+
+def id_hint() -> str:
+    prefixes = ", ".join(f"{p}-… ({s.name})" for p, s in sorted(_STAGES.items()))
+    shown = prefixes or "(no stage registered)"
+    return f"ids look like {shown}, or a tag id such as healthcare.3d804971"
+
+
+# ---- the result --------------------------------------------------------------------------------
 class TraceStep(BaseModel):
-    """One generated row on the way back from the traced id to its question."""
+    """One generated row on the way back from the traced id to its origin."""
 
     model_config = ConfigDict(frozen=True)
 
     stage: str
-    """Asset the row belongs to: refined_answers, draft_answers or raw_questions."""
+    """Asset key of the row's stage, e.g. condor/draft_answers."""
+    label: str
+    """What `text` is (question, answer, ...)."""
     id: str
     parent_id: str
-    """The row it was made from (for a question: its tag node id)."""
     text: str
-    """What this stage produced: the answer, or the question."""
     lineage: Lineage | None
     """The LLM call that produced `text` (for a refined answer whose rounds rewrote nothing:
     the call that ended refinement)."""
@@ -82,7 +155,7 @@ class TraceStep(BaseModel):
 
 
 class DedupDecision(BaseModel):
-    """What deduplicated_questions decided for the question."""
+    """What the dedup stage decided for the question."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -99,7 +172,7 @@ class DedupDecision(BaseModel):
 
 
 class TreeStep(BaseModel):
-    """One knowledge-tree node on the path from the root to the tag."""
+    """One node on the path from the method's root to the origin (Condor: the tag)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -112,344 +185,315 @@ class TreeStep(BaseModel):
     """seed, llm or custom."""
     is_leaf: bool
     lineage: Lineage | None
-    """The tree-expansion call that named the node (None for seed and custom nodes)."""
+    """The call that named the node (None for seed and custom nodes)."""
 
 
 class Trace(BaseModel):
-    """Where one row came from, from the row back to the root of its tag path."""
+    """Where one row came from, from the row back to its origin."""
 
     id: str
     """The id that was traced."""
     stage: str
-    """Its stage: refined_answers, draft_answers, raw_questions or knowledge_tree."""
+    """Its stage's asset key (or the origin stage for an origin id)."""
+    method: str | None
     assets_dir: str
-    tag_id: str | None
-    tag_path: list[str]
-    """Names from the root to the tag."""
+    partition_key: str | None
+    origin: dict[str, Any]
+    """The row's origin struct (Condor: tag_path, task, difficulty)."""
+    origin_path: list[str]
+    """Names from the root to the origin (Condor: the tag path)."""
     language: str | None
-    task: str | None
-    difficulty: str | None
     steps: list[TraceStep]
-    """Generated rows, from the traced id back to its question (empty for a tree node)."""
+    """Generated rows, from the traced id back to the method's first stage."""
     dedup: DedupDecision | None
     """The question's dedup decision (None when there is no question or no decision)."""
     rounds: list[RefineRound]
     """Self-Reflection Refinement rounds (critique, rewrite) of a refined answer."""
-    tree: list[TreeStep]
-    """Tree nodes from the root down to the tag."""
+    origin_chain: list[TreeStep]
+    """Origin nodes from the root down (Condor: tree nodes down to the tag)."""
     warnings: list[str]
     """Links that could not be followed (a partition rebuilt or removed since)."""
 
     @property
     def chain(self) -> list[str]:
-        """Every id from the traced one back to the root: rows, then tree nodes leaf -> root."""
-        return [s.id for s in self.steps] + [n.node_id for n in reversed(self.tree)]
+        """Every id from the traced one back to the root: rows, then origin nodes."""
+        return [s.id for s in self.steps] + [n.node_id for n in reversed(self.origin_chain)]
 
 
 # ---- finding rows ------------------------------------------------------------------------------
-def resolve_assets_dir(path: str | Path | None = None) -> Path:
-    """The folder that holds the stage outputs.
-
-    None: CONDOR_ASSETS_DIR, else <CONDOR_DATA_DIR>/assets. A given path may be the assets
-    folder itself or a data directory whose `assets/` holds them.
-    """
+def resolve_store(path: str | Path | None = None) -> AssetStore:
+    """The store holding the stage outputs. None: CONDOR_ASSETS_DIR, else
+    <CONDOR_DATA_DIR>/assets. A given local path may be the assets folder itself or a data
+    directory whose `assets/` holds them; a URL is the assets base."""
     if path is None:
-        env = os.environ.get("CONDOR_ASSETS_DIR")
-        return Path(env).expanduser() if env else data_dir() / "assets"
-    base = Path(path).expanduser()
-    if not _holds_stage_data(base) and (base / "assets").is_dir():
-        return base / "assets"
-    return base
+        return store_from_env()
+    text = str(path)
+    if "://" not in text:
+        base = Path(text).expanduser()
+        if not _holds_stage_data(AssetStore(str(base))) and (base / "assets").is_dir():
+            base = base / "assets"
+        text = str(base)
+    return AssetStore(text)
 
 
-def _holds_stage_data(folder: Path) -> bool:
-    stages = [*STAGE_OF_PREFIX.values(), DEDUP_STAGE]
-    return (folder / TREE_FILE).is_file() or any((folder / s).is_dir() for s in stages)
+def _holds_stage_data(store: AssetStore) -> bool:
+    keys = {s.key for s in _STAGES.values()} | {d for s in _STAGES.values() if (d := s.dedup)}
+    return any(store.partitions(list(k)) for k in keys) or any(
+        store.exists([m, "knowledge_tree"]) for m in _METHODS
+    )
 
 
-def _stage_files(assets: Path, stage: str) -> list[Path]:
-    folder = assets / stage
-    if not folder.is_dir():
-        return []
-    # Hidden names are the IO manager's in-flight temporaries.
-    return sorted(p for p in folder.glob("*.parquet") if p.is_file() and not p.name.startswith("."))
+def _scan(frames: Sequence[tuple[str, pl.LazyFrame]], column: str, value: str) -> list[dict]:
+    """Rows whose `column` equals `value`: lazy scans, filter pushed into the reader, big
+    columns left unread."""
+    found: list[dict[str, Any]] = []
+    for file, frame in frames:
+        try:
+            names = [c for c in frame.collect_schema().names() if c not in _BIG_COLUMNS]
+            rows = frame.select(names).filter(pl.col(column) == value).collect().to_dicts()
+        except (OSError, pl.exceptions.PolarsError) as exc:
+            raise TraceError(f"could not read {file} while looking for {value!r}: {exc}") from exc
+        found += [{**row, _FILE_COLUMN: file} for row in rows]
+    return found
 
 
-def _scan(files: Sequence[Path], column: str, value: str) -> list[dict[str, Any]]:
-    """Rows of `files` whose `column` equals `value`: a lazy scan, filter pushed into the reader,
-    big columns left unread."""
-    try:
-        frame = pl.scan_parquet(
-            list(files),
-            glob=False,
-            missing_columns="insert",
-            extra_columns="ignore",
-            include_file_paths=_FILE_COLUMN,
-        )
-        wanted = [c for c in frame.collect_schema().names() if c not in _BIG_COLUMNS]
-        return frame.select(wanted).filter(pl.col(column) == value).collect().to_dicts()
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        where = str(files[0]) if len(files) == 1 else f"{len(files)} files under {files[0].parent}"
-        raise TraceError(f"could not read {where} while looking for {value!r}: {exc}") from exc
+class Finder:
+    """Looks rows up through the store, collecting warnings on the way."""
 
-
-class _Finder:
-    def __init__(self, assets: Path) -> None:
-        self.assets = assets
+    def __init__(self, store: AssetStore) -> None:
+        self.store = store
         self.warnings: list[str] = []
 
-    def row(self, stage: str, row_id: str, tag_id: str | None = None) -> dict[str, Any] | None:
-        """The row of `stage` with `row_id`: in the tag's own file first, then in every file."""
-        if tag_id and PARTITION_KEY_PATTERN.match(tag_id):
-            own = self.assets / stage / f"{tag_id}.parquet"
-            if own.is_file() and (rows := _scan([own], "id", row_id)):
-                return self._one(stage, row_id, rows)
-        files = _stage_files(self.assets, stage)
-        rows = _scan(files, "id", row_id) if files else []
-        return self._one(stage, row_id, rows) if rows else None
+    def where(self, key: Sequence[str], partition: str | None = None) -> str:
+        return str(self.store.path(list(key), partition))
 
-    def _one(self, stage: str, row_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def _frames(self, key: Sequence[str], partition: str | None) -> list[tuple[str, pl.LazyFrame]]:
+        if partition is not None:
+            return [(self.where(key, partition), self.store.scan(list(key), partition))]
+        if self.store.is_local:
+            files = [str(f) for f in self.store.local_files(list(key))]
+            return [(f, pl.scan_parquet(f)) for f in files]
+        parts = self.store.partitions(list(key))
+        return [(self.where(key, p), self.store.scan(list(key), p)) for p in parts]
+
+    def row(
+        self, key: Sequence[str], row_id: str, partition: str | None = None, column: str = "id"
+    ) -> dict[str, Any] | None:
+        """The row of stage `key` with `row_id`: in the partition's own file first, then in
+        every file of the stage."""
+        own = partition and PARTITION_KEY_PATTERN.match(partition)
+        if own and self.store.exists(list(key), partition):
+            rows = _scan(self._frames(key, partition), column, row_id)
+            if rows:
+                return self._one(key, row_id, rows)
+        rows = _scan(self._frames(key, None), column, row_id)
+        return self._one(key, row_id, rows) if rows else None
+
+    def unpartitioned_row(self, key: Sequence[str], column: str, value: str) -> dict | None:
+        if not self.store.exists(list(key)):
+            return None
+        rows = _scan([(self.where(key), self.store.scan(list(key)))], column, value)
+        return rows[0] if rows else None
+
+    def _one(self, key: Sequence[str], row_id: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         if len(rows) > 1:
             files = sorted({str(r[_FILE_COLUMN]) for r in rows})
             self.warnings.append(
-                f"{row_id} is in {stage} {len(rows)} times ({', '.join(files)}); showing the first"
+                f"{row_id} is in {'/'.join(key)} {len(rows)} times ({', '.join(files)}); "
+                "showing the first"
             )
         return rows[0]
 
-    def not_found(self, stage: str, row_id: str) -> TraceError:
-        folder = self.assets / stage
-        count = len(_stage_files(self.assets, stage))
+    def not_found(self, stage: TraceStage, row_id: str) -> TraceError:
+        count = len(self.store.partitions(list(stage.key)))
+        folder = self.where(stage.key)
         if count == 0:
-            where = (
-                f"{folder} holds no Parquet files (is {stage} materialized?)"
-                if folder.is_dir()
-                else f"{folder} does not exist (is {stage} materialized?)"
+            return TraceError(
+                f"no row with id {row_id!r}: {folder} holds no Parquet files (is {stage.name} "
+                f"materialized?); {id_hint()}"
             )
-            return TraceError(f"no row with id {row_id!r}: {where}; {ID_HINT}")
         files = "file" if count == 1 else "files"
-        return TraceError(f"no row with id {row_id!r} in {folder} ({count} {files}); {ID_HINT}")
-
-    def tree_chain(self, node_id: str) -> list[TreeStep]:
-        """Nodes from the root down to `node_id`; a missing link ends it with a warning."""
-        tree_file = self.assets / TREE_FILE
-        if not tree_file.is_file():
-            self.warnings.append(f"{tree_file} does not exist: the tag path comes from the rows")
-            return []
-        chain: list[TreeStep] = []
-        current: str | None = node_id
-        while current is not None and len(chain) < _MAX_TREE_DEPTH:
-            rows = _scan([tree_file], "node_id", current)
-            if not rows:
-                what = "tag" if not chain else f"parent of {chain[-1].node_id}"
-                self.warnings.append(
-                    f"{what} {current!r} is not in {tree_file} (the tree was rebuilt without "
-                    "it?): the path stops there"
-                )
-                break
-            node = rows[0]
-            chain.append(
-                TreeStep(
-                    node_id=node["node_id"],
-                    parent_id=node["parent_id"],
-                    level=node["level"],
-                    name=node["name"],
-                    language=node["language"],
-                    source=node["source"],
-                    is_leaf=node["is_leaf"],
-                    lineage=_lineage(node.get("lineage")),
-                )
-            )
-            current = node["parent_id"]
-        chain.reverse()
-        return chain
+        return TraceError(f"no row with id {row_id!r} in {folder} ({count} {files}); {id_hint()}")
 
 
-def _lineage(value: dict[str, Any] | None) -> Lineage | None:
+def lineage_of(value: dict[str, Any] | None) -> Lineage | None:
     if not value or value.get("prompt_sha") is None:
         return None
     return Lineage.model_validate(value)
 
 
-def _step(stage: str, row: dict[str, Any]) -> TraceStep:
-    file = str(row[_FILE_COLUMN])
-    if stage == "raw_questions":
-        keys = ("task", "difficulty", "sample_index", "drop_reason", "error", "raw_text")
-        return TraceStep(
-            stage=stage,
-            id=row["id"],
-            parent_id=row["parent_id"],
-            text=row["text"],
-            lineage=_lineage(row.get("lineage")),
-            file=file,
-            details={k: row.get(k) for k in keys},
-        )
-    if stage == "draft_answers":
-        return TraceStep(
-            stage=stage,
-            id=row["id"],
-            parent_id=row["parent_id"],
-            text=row["answer"],
-            lineage=_lineage(row.get("lineage")),
-            file=file,
-            details={"question": row.get("question"), "truncated": row.get("truncated")},
-        )
-    # refined_answers: no row-level lineage; each round carries its calls'.
-    rounds = row.get("rounds") or []
-    rewrites = [r for r in rounds if r.get("answer") is not None]
-    if rewrites:
-        lineage = _lineage(rewrites[-1].get("answer_lineage"))
-        source = f"round {rewrites[-1]['round']} rewrite"
-    else:
-        last = rounds[-1] if rounds else {}
-        lineage = _lineage(last.get("answer_lineage")) or _lineage(last.get("critique_lineage"))
-        source = "the draft (no round rewrote it)"
+def _step(stage: TraceStage, row: dict[str, Any]) -> TraceStep:
+    details = {k: row.get(k) for k in stage.details}
+    lineage = lineage_of(row.get("lineage"))
+    rounds = row.get("rounds")
+    if rounds is not None and "lineage" not in row:
+        # A refined answer: no row-level lineage; each round carries its calls'.
+        rewrites = [r for r in rounds if r.get("answer") is not None]
+        if rewrites:
+            lineage = lineage_of(rewrites[-1].get("answer_lineage"))
+            details["answer_from"] = f"round {rewrites[-1]['round']} rewrite"
+        else:
+            last = rounds[-1] if rounds else {}
+            lineage = lineage_of(last.get("answer_lineage")) or lineage_of(
+                last.get("critique_lineage")
+            )
+            details["answer_from"] = "the draft (no round rewrote it)"
     return TraceStep(
-        stage=stage,
+        stage=stage.name,
+        label=stage.label,
         id=row["id"],
         parent_id=row["parent_id"],
-        text=row["answer"],
+        text=row.get(stage.text_column) or "",
         lineage=lineage,
-        file=file,
-        details={
-            "answer_from": source,
-            "truncated": row.get("truncated"),
-            "rounds_run": row.get("rounds_run"),
-            "stop_reason": row.get("stop_reason"),
-        },
+        file=str(row[_FILE_COLUMN]),
+        details=details,
     )
 
 
 # ---- trace -------------------------------------------------------------------------------------
 def trace(id: str, assets_dir: str | Path | None = None) -> Trace:
-    """The chain from `id` (r-/a-/q- row id or tree node id) back to the root of its tag path.
+    """The chain from `id` (a registered stage's row id or an origin id such as a tag id) back
+    to its origin.
 
-    `assets_dir`: the stage outputs folder or a data directory holding `assets/`; default
-    CONDOR_ASSETS_DIR or <CONDOR_DATA_DIR>/assets. Raises TraceError for a malformed or unknown
-    id and for a missing data directory.
+    `assets_dir`: the stage outputs folder (or fsspec URL) or a data directory holding
+    `assets/`; default CONDOR_ASSETS_DIR or <CONDOR_DATA_DIR>/assets. Raises TraceError for a
+    malformed or unknown id and for a missing data directory.
     """
     wanted = id.strip() if isinstance(id, str) else ""
     row_id = _ROW_ID.match(wanted)
-    if not row_id and not PARTITION_KEY_PATTERN.match(wanted):
-        raise TraceError(f"{id!r} is not an id: {ID_HINT}")
-    assets = resolve_assets_dir(assets_dir)
-    if not assets.is_dir():
-        raise TraceError(f"no pipeline data: {assets} does not exist; {HOW_TO_MAKE_DATA}")
-    if not _holds_stage_data(assets):
-        raise TraceError(
-            f"no pipeline data in {assets} (no {TREE_FILE}, no stage folders); {HOW_TO_MAKE_DATA}"
-        )
+    origin_methods = [m for m in _METHODS.values() if m.origin_id and m.origin_id.match(wanted)]
+    if not (row_id and row_id.group(1) in _STAGES) and not origin_methods:
+        raise TraceError(f"{id!r} is not an id: {id_hint()}")
+    store = resolve_store(assets_dir)
+    if store.is_local and not Path(str(store.base.path)).is_dir():
+        raise TraceError(f"no pipeline data: {store.base} does not exist; {HOW_TO_MAKE_DATA}")
+    if not _holds_stage_data(store):
+        raise TraceError(f"no pipeline data in {store.base} (no stage outputs); {HOW_TO_MAKE_DATA}")
 
-    finder = _Finder(assets)
-    if not row_id:
-        return _trace_tree_node(finder, wanted)
+    finder = Finder(store)
+    if not (row_id and row_id.group(1) in _STAGES):
+        return _trace_origin(finder, origin_methods[0], wanted)
 
-    stage = STAGE_OF_PREFIX[row_id.group(1)]
-    found = finder.row(stage, wanted)
+    stage: TraceStage | None = _STAGES[row_id.group(1)]
+    assert stage is not None
+    found = finder.row(stage.key, wanted)
     if found is None:
         raise finder.not_found(stage, wanted)
     first = found
     steps: list[TraceStep] = []
     rounds: list[RefineRound] = []
     row: dict[str, Any] | None = found
-    tag_id: str | None = found.get("tag_id")
-    while row is not None:
+    origin_id: str | None = None
+    question: tuple[TraceStage, dict[str, Any]] | None = None
+    while row is not None and stage is not None:
         steps.append(_step(stage, row))
-        if stage == "refined_answers":
+        if row.get("rounds") is not None and not rounds:
             rounds = [RefineRound.model_validate(r) for r in row.get("rounds") or []]
-        parent_stage = PARENT_STAGE[stage]
-        if parent_stage == TREE_STAGE:
-            tag_id = row["parent_id"]
+        if stage.dedup is not None:
+            question = (stage, row)
+        if stage.parent is None:
+            origin_id = row["parent_id"]
             break
-        parent = finder.row(parent_stage, row["parent_id"], row.get("tag_id"))
+        parent_stage = _stage_by_key(stage.parent)
+        parent = (
+            finder.row(stage.parent, row["parent_id"], row.get("partition_key"))
+            if parent_stage
+            else None
+        )
         if parent is None:
             missing = (
-                f"{stage} row {row['id']} names parent {row['parent_id']!r}, which is not in "
-                f"{assets / parent_stage} (rebuilt or removed since?)"
+                f"{stage.name} row {row['id']} names parent {row['parent_id']!r}, which is not in "
+                f"{finder.where(stage.parent)} (rebuilt or removed since?)"
             )
-            # A refined answer also names its question: skip the missing draft.
+            # A refined answer also names its question: skip the missing answer.
             question_id = row.get("question_id")
-            if stage == "refined_answers" and question_id:
-                parent_stage = "raw_questions"
-                parent = finder.row(parent_stage, question_id, row.get("tag_id"))
+            question_stage = _question_stage(stage)
+            if question_id and question_stage is not None:
+                parent_stage = question_stage
+                parent = finder.row(question_stage.key, question_id, row.get("partition_key"))
                 missing += f"; going on from its question {question_id}"
             finder.warnings.append(missing if parent else f"{missing}: the chain stops there")
         stage, row = parent_stage, parent
 
-    question = next((s for s in steps if s.stage == "raw_questions"), None)
-    dedup = _dedup_decision(finder, question.id, tag_id) if question else None
-    tree = finder.tree_chain(tag_id) if tag_id else []
-    complete = bool(tree) and tree[0].parent_id is None
-    tag_path = [n.name for n in tree] if complete else _split_path(first.get("tag_path"))
+    method = _METHODS.get(first.get("method") or "") or _METHODS.get(
+        _STAGES[row_id.group(1)].method
+    )
+    dedup = _dedup_decision(finder, *question) if question else None
+    chain: list[OriginStep] = []
+    if origin_id and method and method.origin_chain:
+        chain = method.origin_chain(finder, origin_id)
+    complete = bool(chain) and chain[0].parent_id is None
+    origin = dict(first.get("origin") or {})
+    path = [n.name for n in chain] if complete else _split_path(origin.get("tag_path"))
     return Trace(
         id=wanted,
         stage=steps[0].stage,
-        assets_dir=str(assets),
-        tag_id=tag_id,
-        tag_path=tag_path,
+        method=first.get("method"),
+        assets_dir=str(store.base),
+        partition_key=first.get("partition_key"),
+        origin=origin,
+        origin_path=path,
         language=first.get("language"),
-        task=first.get("task"),
-        difficulty=first.get("difficulty"),
         steps=steps,
         dedup=dedup,
         rounds=rounds,
-        tree=tree,
+        origin_chain=[TreeStep(**vars(n)) for n in chain],
         warnings=finder.warnings,
+    )
+
+
+def _question_stage(stage: TraceStage) -> TraceStage | None:
+    """The method's question stage (the one with a dedup decision), for skipping a lost link."""
+    return next(
+        (s for s in _STAGES.values() if s.method == stage.method and s.dedup is not None), None
     )
 
 
 def _split_path(text: str | None) -> list[str]:
-    return text.split(PATH_TEXT_SEPARATOR) if text else []
+    return text.split(" > ") if text else []
 
 
-def _trace_tree_node(finder: _Finder, node_id: str) -> Trace:
-    tree_file = finder.assets / TREE_FILE
-    if not tree_file.is_file():
+def _trace_origin(finder: Finder, method: TraceMethod, origin_id: str) -> Trace:
+    chain = method.origin_chain(finder, origin_id) if method.origin_chain else []
+    if not chain:
         raise TraceError(
-            f"no node with id {node_id!r}: {tree_file} does not exist (is knowledge_tree "
-            f"materialized?); {ID_HINT}"
+            f"no {method.origin_label} with id {origin_id!r} in {finder.store.base} "
+            f"({'; '.join(finder.warnings) or 'not found'}); {id_hint()}"
         )
-    tree = finder.tree_chain(node_id)
-    if not tree:
-        nodes = pl.scan_parquet(tree_file).select(pl.len()).collect().item()
-        partition = finder.assets / "raw_questions" / f"{node_id}.parquet"
-        extra = (
-            f"; {partition} exists, so the tree was rebuilt without this tag"
-            if partition.is_file()
-            else ""
-        )
-        raise TraceError(
-            f"no node with id {node_id!r} in {tree_file} ({nodes} nodes){extra}; {ID_HINT}"
-        )
-    leaf = tree[-1]
+    leaf = chain[-1]
     return Trace(
-        id=node_id,
-        stage=TREE_STAGE,
-        assets_dir=str(finder.assets),
-        tag_id=node_id,
-        tag_path=[n.name for n in tree],
+        id=origin_id,
+        stage=f"{method.method}/{method.origin_label}",
+        method=method.method,
+        assets_dir=str(finder.store.base),
+        partition_key=origin_id,
+        origin={},
+        origin_path=[n.name for n in chain],
         language=leaf.language,
-        task=None,
-        difficulty=None,
         steps=[],
         dedup=None,
         rounds=[],
-        tree=tree,
+        origin_chain=[TreeStep(**vars(n)) for n in chain],
         warnings=finder.warnings,
     )
 
 
-def _dedup_decision(finder: _Finder, question_id: str, tag_id: str | None) -> DedupDecision | None:
-    row = finder.row(DEDUP_STAGE, question_id, tag_id)
+def _dedup_decision(
+    finder: Finder, stage: TraceStage, question: dict[str, Any]
+) -> DedupDecision | None:
+    assert stage.dedup is not None
+    partition = question.get("partition_key")
+    row = finder.row(stage.dedup, question["id"], partition)
     if row is None:
         finder.warnings.append(
-            f"no dedup decision for {question_id} in {finder.assets / DEDUP_STAGE} "
-            "(is deduplicated_questions materialized for this tag?)"
+            f"no dedup decision for {question['id']} in {finder.where(stage.dedup)} "
+            f"(is {'/'.join(stage.dedup)} materialized for this partition?)"
         )
         return None
     duplicate_of = row.get("duplicate_of")
-    duplicate = finder.row(DEDUP_STAGE, duplicate_of, tag_id) if duplicate_of else None
+    duplicate = finder.row(stage.dedup, duplicate_of, partition) if duplicate_of else None
     return DedupDecision(
-        question_id=question_id,
+        question_id=question["id"],
         kept=bool(row["kept"]),
         drop_reason=row.get("drop_reason"),
         duplicate_of=duplicate_of,
@@ -486,16 +530,12 @@ def format_trace(trace: Trace, max_chars: int | None = 400) -> str:
     """A human-readable report, stage by stage from the traced id back to the root; texts are
     cut at `max_chars` characters (None: whole)."""
     lines = [f"trace {trace.id} ({trace.stage})"]
-    if trace.tag_id:
-        lines.append(f"  tag: {PATH_TEXT_SEPARATOR.join(trace.tag_path)}  [{trace.tag_id}]")
+    if trace.partition_key:
+        where = " > ".join(trace.origin_path)
+        lines.append(f"  {trace.method or '?'}: {where}  [{trace.partition_key}]".rstrip())
+    shown = {k: v for k, v in trace.origin.items() if k != "tag_path" and isinstance(v, str | int)}
     facts = [
-        f"{k} {v}"
-        for k, v in (
-            ("language", trace.language),
-            ("task", trace.task),
-            ("difficulty", trace.difficulty),
-        )
-        if v
+        f"{k} {_cut(str(v), 80)}" for k, v in (("language", trace.language), *shown.items()) if v
     ]
     if facts:
         lines.append("  " + ", ".join(facts))
@@ -505,22 +545,23 @@ def format_trace(trace: Trace, max_chars: int | None = 400) -> str:
         number += 1
         lines.append("")
         lines.append(f"[{number}] {step.stage}  {step.id}  <- {step.parent_id}")
-        label = "question" if step.stage == "raw_questions" else "answer"
-        lines += _text_block(label, step.text, max_chars)
+        lines += _text_block(step.label, step.text, max_chars)
         lines += _step_details(step, max_chars)
-        if step.stage == "refined_answers":
+        if "answer_from" in step.details:
             lines += _round_lines(trace.rounds, max_chars)  # every call of the row, per round
         elif step.lineage:
             lines += _lineage_lines(step.lineage, "    ")
-        if step.stage == "raw_questions":
+        if trace.dedup is not None and step.id == trace.dedup.question_id:
             lines += _dedup_lines(trace.dedup, max_chars)
+        elif step.label == "question" and trace.dedup is None:
+            lines += _dedup_lines(None, max_chars)
         lines.append(f"    file: {step.file}")
     number += 1
     lines.append("")
-    lines.append(f"[{number}] {TREE_STAGE}  (root -> tag)")
-    if not trace.tree:
-        lines.append("    (no tree nodes found)")
-    for node in trace.tree:
+    lines.append(f"[{number}] origin  (root -> {trace.partition_key or trace.id})")
+    if not trace.origin_chain:
+        lines.append("    (no origin nodes found)")
+    for node in trace.origin_chain:
         leaf = ", leaf" if node.is_leaf else ""
         lines.append(
             f"    {'  ' * node.level}{node.name}  [{node.node_id}]  "
@@ -562,21 +603,23 @@ def _text_block(
 
 def _step_details(step: TraceStep, max_chars: int | None) -> list[str]:
     d = step.details
-    if step.stage == "raw_questions":
-        out = [f"    sample {d.get('sample_index')}"]
-        if d.get("drop_reason"):
-            out[0] += f", dropped at generation: {d['drop_reason']}"
-            if d.get("error"):
-                out.append(f"    error: {d['error']}")
-            if d.get("raw_text"):
-                out += _text_block("raw text", d["raw_text"], max_chars)
-        return out
-    if step.stage == "draft_answers":
-        return ["    truncated (hit max_tokens)"] if d.get("truncated") else []
-    out = [
-        f"    final answer from {d.get('answer_from')}; rounds_run {d.get('rounds_run')}, "
-        f"stop_reason {d.get('stop_reason')}" + (", truncated" if d.get("truncated") else "")
-    ]
+    if "answer_from" in d:
+        return [
+            f"    final answer from {d.get('answer_from')}; rounds_run {d.get('rounds_run')}, "
+            f"stop_reason {d.get('stop_reason')}" + (", truncated" if d.get("truncated") else "")
+        ]
+    out: list[str] = []
+    if "sample_index" in d:
+        out.append(f"    sample {d.get('sample_index')}")
+    if d.get("drop_reason") and step.label == "question":
+        line = f"dropped at generation: {d['drop_reason']}"
+        out = [f"{out[0]}, {line}"] if out else [f"    {line}"]
+        if d.get("error"):
+            out.append(f"    error: {d['error']}")
+        if d.get("raw_text"):
+            out += _text_block("raw text", d["raw_text"], max_chars)
+    if d.get("truncated"):
+        out.append("    truncated (hit max_tokens)")
     return out
 
 
@@ -650,12 +693,16 @@ def _dedup_lines(dedup: DedupDecision | None, max_chars: int | None) -> list[str
 
 __all__ = [
     "DedupDecision",
+    "OriginStep",
     "Trace",
     "TraceError",
+    "TraceMethod",
+    "TraceStage",
     "TraceStep",
     "TreeStep",
     "format_trace",
-    "resolve_assets_dir",
+    "register",
+    "resolve_store",
     "trace",
     "trace_to_dict",
 ]

@@ -15,10 +15,12 @@ CPU has bf16 instructions, and the engine core inline in this process.
 from __future__ import annotations
 
 import atexit
+import contextlib
+import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +33,9 @@ from condor_dagster.core.model_ref import check_model_ref, model_fingerprint
 from condor_dagster.resources.llm import LLMResource, SinkFn
 
 _ENGINES: dict[tuple[Any, ...], Any] = {}
+# What each loaded engine takes of the memory budget: engine key -> (model, amount), the amount a
+# fraction of GPU memory on GPU builds and KV cache GiB on CPU builds (None: vLLM's own sizing).
+_LOADED: dict[tuple[Any, ...], tuple[str, float | None]] = {}
 _ENGINES_LOCK = threading.Lock()
 _LOADS = 0
 _EXIT_HOOK_REGISTERED = False
@@ -83,6 +88,81 @@ def cpu_supports_bf16() -> bool:
     return False
 
 
+GPU_MEMORY_BUDGET_ENV = "CONDOR_GPU_MEMORY_BUDGET"
+"""Fraction of GPU memory all in-process engines of one process may take together."""
+DEFAULT_GPU_MEMORY_BUDGET = 0.9
+"""GPU budget when CONDOR_GPU_MEMORY_BUDGET is unset: vLLM's default for one engine."""
+CPU_KV_CACHE_BUDGET_ENV = "CONDOR_CPU_KV_CACHE_BUDGET_GIB"
+"""GiB of CPU KV cache all in-process engines of one process may take together."""
+KV_CACHE_SPACE_ENV = "VLLM_CPU_KVCACHE_SPACE"
+"""vLLM-CPU's KV cache size in whole GiB; it overrides the kv_cache_memory_bytes argument."""
+_GIB = 1 << 30
+# Sums within this of the budget fit: shares like 0.3 + 0.3 + 0.3 are not exact in floats.
+_BUDGET_TOLERANCE = 1e-9
+# unit -> (what the budget is, the per-engine setting, the variable that raises it, suffix)
+_BUDGET_WORDS = {
+    "fraction": ("GPU memory budget", "gpu_memory_utilization", GPU_MEMORY_BUDGET_ENV, ""),
+    "GiB": ("CPU KV cache budget", "cpu_kv_cache_gib", CPU_KV_CACHE_BUDGET_ENV, " GiB"),
+}
+
+
+def format_amount(value: float) -> str:
+    """A memory amount as messages show it: 0.45, 1.8, 2."""
+    return f"{round(value, 6):g}"
+
+
+def check_memory_budget(
+    loaded: Mapping[str, float], new_name: str, new: float, budget: float, unit: str
+) -> None:
+    """Raise ValueError unless the engines in `loaded` (name -> amount) plus `new_name` taking
+    `new` fit `budget`. unit: "fraction" (of GPU memory) or "GiB" (of CPU KV cache)."""
+    if unit not in _BUDGET_WORDS:
+        raise ValueError(f"unit must be one of {sorted(_BUDGET_WORDS)}, got {unit!r}")
+    total = sum(loaded.values()) + new
+    if total <= budget + _BUDGET_TOLERANCE:
+        return
+    what, setting, variable, suffix = _BUDGET_WORDS[unit]
+    parts = ", ".join(
+        f"{name}: {format_amount(value)}{suffix}"
+        for name, value in {**loaded, new_name: new}.items()
+    )
+    limit = f"{format_amount(budget)}{suffix}"
+    raise ValueError(
+        f"in-process engines would use {format_amount(total)}{suffix} of the {what} {limit} "
+        f"({parts}); set {setting} per engine so they add up to at most {limit}, or raise "
+        f"{variable}"
+    )
+
+
+def _budget_from_env(
+    name: str, environ: Mapping[str, str] | None, *, upper: float | None
+) -> float | None:
+    """The budget variable `name` as a positive number (at most `upper`), None when unset."""
+    env = os.environ if environ is None else environ
+    text = env.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and (upper is None or value <= upper)):
+        bound = f" and at most {format_amount(upper)}" if upper is not None else ""
+        raise ValueError(f"{name} must be a number above 0{bound}, got {text!r}")
+    return value
+
+
+def gpu_memory_budget(environ: Mapping[str, str] | None = None) -> float:
+    """CONDOR_GPU_MEMORY_BUDGET (a fraction of GPU memory), 0.9 when unset."""
+    value = _budget_from_env(GPU_MEMORY_BUDGET_ENV, environ, upper=1.0)
+    return DEFAULT_GPU_MEMORY_BUDGET if value is None else value
+
+
+def cpu_kv_cache_budget_gib(environ: Mapping[str, str] | None = None) -> float | None:
+    """CONDOR_CPU_KV_CACHE_BUDGET_GIB, None when unset (then engines are not checked on CPU)."""
+    return _budget_from_env(CPU_KV_CACHE_BUDGET_ENV, environ, upper=None)
+
+
 def vllm_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -114,7 +194,10 @@ class VLLMEngineResource(LLMResource):
     max_num_seqs: int | None = Field(default=None, ge=1)
     """Concurrent sequences in vLLM's batch; None keeps vLLM's default."""
     cpu_kv_cache_gib: float | None = Field(default=None, gt=0)
-    """KV cache size on CPU (sets VLLM_CPU_KVCACHE_SPACE); None keeps the environment's."""
+    """KV cache size on CPU in GiB, set while the engine is built: a whole number through
+    VLLM_CPU_KVCACHE_SPACE, a fraction through vLLM's kv_cache_memory_bytes (with
+    VLLM_CPU_KVCACHE_SPACE unset, which would override it). None keeps the environment's.
+    Ignored on GPU."""
     cpu_threads: int | None = Field(default=None, ge=1)
     """OpenMP threads of the model on CPU; None uses every core this process may run on.
     vLLM's own default is one thread (it keeps a core for its scheduler process), which
@@ -174,6 +257,59 @@ class VLLMEngineResource(LLMResource):
             env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(str(c) for c in cpus[:threads])
         return kwargs, env
 
+    def cpu_kv_cache_settings(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """(extra vLLM engine arguments, environment) that size the KV cache to
+        cpu_kv_cache_gib; both empty when it is None. vLLM-CPU reads VLLM_CPU_KVCACHE_SPACE as
+        whole GiB, so a fractional size goes through kv_cache_memory_bytes instead."""
+        gib = self.cpu_kv_cache_gib
+        if gib is None:
+            return {}, {}
+        if float(gib).is_integer():
+            return {}, {KV_CACHE_SPACE_ENV: str(int(gib))}
+        return {"kv_cache_memory_bytes": int(gib * _GIB)}, {}
+
+    def memory_amount(self, cpu: bool) -> float | None:
+        """What this engine takes of the memory budget: its gpu_memory_utilization on GPU; on
+        CPU its KV cache GiB (cpu_kv_cache_gib, else VLLM_CPU_KVCACHE_SPACE, else None: vLLM
+        sizes it from free memory)."""
+        if not cpu:
+            return self.gpu_memory_utilization
+        if self.cpu_kv_cache_gib is not None:
+            return self.cpu_kv_cache_gib
+        try:
+            return float(os.environ[KV_CACHE_SPACE_ENV])
+        except (KeyError, ValueError):  # unset, or vLLM's own error when it reads it
+            return None
+
+    def check_fits_budget(self) -> float | None:
+        """Raise ValueError unless this engine fits the memory budget beside the engines this
+        process has loaded; returns its amount. GPU builds check against
+        CONDOR_GPU_MEMORY_BUDGET (0.9) when it is set or another engine is loaded (one engine
+        alone keeps any gpu_memory_utilization); CPU builds check only when
+        CONDOR_CPU_KV_CACHE_BUDGET_GIB is set. Call with _ENGINES_LOCK held."""
+        cpu = is_cpu_build()
+        amount = self.memory_amount(cpu)
+        budget: float | None
+        if cpu:
+            budget, unit = cpu_kv_cache_budget_gib(), "GiB"
+        else:
+            explicit = _budget_from_env(GPU_MEMORY_BUDGET_ENV, None, upper=1.0) is not None
+            budget, unit = (gpu_memory_budget() if _LOADED or explicit else None), "fraction"
+        if budget is None:
+            return amount
+        loaded = _loaded_amounts()
+        name = _unique_name(self.model, loaded)
+        unknown = [n for n, a in {**loaded, name: amount}.items() if a is None]
+        if unknown:
+            raise ValueError(
+                f"{CPU_KV_CACHE_BUDGET_ENV} is set but the KV cache of {', '.join(unknown)} has "
+                f"no size (cpu_kv_cache_gib and {KV_CACHE_SPACE_ENV} unset, so vLLM sizes it "
+                "from free memory); set cpu_kv_cache_gib on every engine"
+            )
+        known = {n: a for n, a in loaded.items() if a is not None}
+        check_memory_budget(known, name, amount or 0.0, budget, unit)
+        return amount
+
     def _engine_key(self) -> tuple[Any, ...]:
         return (
             self.model,
@@ -213,8 +349,7 @@ class VLLMEngineResource(LLMResource):
         with _ENGINES_LOCK:
             engine = _ENGINES.get(key)
             if engine is None:
-                if self.cpu_kv_cache_gib is not None:
-                    os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(self.cpu_kv_cache_gib)
+                amount = self.check_fits_budget()
                 kwargs: dict[str, Any] = {
                     "model": self.model,
                     "dtype": self.effective_dtype(),
@@ -228,11 +363,18 @@ class VLLMEngineResource(LLMResource):
                     kwargs["max_num_seqs"] = self.max_num_seqs
                 cpu_kwargs, env = self.cpu_engine_settings()
                 kwargs.update(cpu_kwargs)
-                with environ(env):
+                unset: tuple[str, ...] = ()
+                if is_cpu_build():
+                    kv_kwargs, kv_env = self.cpu_kv_cache_settings()
+                    kwargs.update(kv_kwargs)
+                    env = {**env, **kv_env}
+                    unset = (KV_CACHE_SPACE_ENV,) if kv_kwargs else ()
+                with _without_env(unset), environ(env):
                     engine = _build_engine(kwargs, env)
                 global _LOADS
                 _LOADS += 1
                 _ENGINES[key] = engine
+                _LOADED[key] = (self.model, amount)
                 _register_exit_hook()
             return engine
 
@@ -365,6 +507,33 @@ class VLLMEngineResource(LLMResource):
         return rejected
 
 
+def _loaded_amounts() -> dict[str, float | None]:
+    """{model: amount} of the engines this process has loaded, names made unique."""
+    amounts: dict[str, float | None] = {}
+    for model, amount in _LOADED.values():
+        amounts[_unique_name(model, amounts)] = amount
+    return amounts
+
+
+def _unique_name(model: str, taken: Mapping[str, object]) -> str:
+    """`model`, or "model (2)", "model (3)"... when an engine of it is already listed."""
+    name, n = model, 1
+    while name in taken:
+        n += 1
+        name = f"{model} ({n})"
+    return name
+
+
+@contextlib.contextmanager
+def _without_env(names: Sequence[str]) -> Iterator[None]:
+    """os.environ without `names` for the block; their values come back afterwards."""
+    old = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(old)
+
+
 def _build_engine(kwargs: dict[str, Any], env: dict[str, str]) -> Any:
     from vllm import LLM
 
@@ -399,6 +568,7 @@ def shutdown_engines() -> int:
     with _ENGINES_LOCK:
         engines = list(_ENGINES.values())
         _ENGINES.clear()
+        _LOADED.clear()  # their memory is free for the next engines
     for llm in engines:
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if core is not None:

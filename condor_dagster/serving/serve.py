@@ -16,10 +16,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from condor_dagster.assets.partitions import GPU_POOL
 from condor_dagster.core.paths import condor_home
 from condor_dagster.serving.postgres import LocalPostgres
 from condor_dagster.serving.stack import PG_ENV_VARS, ServeStack
+from condor_dagster.stages.partitions import GPU_POOL
 
 STOP_CANCEL_TIMEOUT_S = 60.0
 

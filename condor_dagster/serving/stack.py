@@ -22,8 +22,8 @@ from typing import IO, Any
 
 import httpx
 
-from condor_dagster.assets.partitions import GPU_POOL
 from condor_dagster.core.environment import environ
+from condor_dagster.stages.partitions import GPU_POOL
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 INSTANCE_CONFIG = REPO_ROOT / "deploy" / "dagster.yaml"

@@ -10,8 +10,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from condor_dagster.assets import CONDOR_ASSETS, TAG_ASSETS
-from condor_dagster.assets.sensors import tags_sensor
+from condor_dagster.methods.dataset import sft_dataset
+from condor_dagster.methods.condor.assets import CONDOR_ASSETS, TAG_ASSETS
+from condor_dagster.methods.condor.sensors import sync_tags
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.llm import LLMResource
 from condor_dagster.resources.parquet_io import ParquetIOManager
@@ -41,6 +42,21 @@ SCRIPTED_RULES = [
 ]
 
 
+ALL_ASSETS = [*CONDOR_ASSETS, sft_dataset]
+
+
+def asset_path(asset: str) -> list[str]:
+    """The key path of a Condor asset name ("draft_answers") or of a shared one."""
+    if "/" in asset:
+        return asset.split("/")
+    return [asset] if asset == "sft_dataset" else ["condor", asset]
+
+
+def condor_op(asset: str) -> str:
+    """The op name of a Condor asset (its key path joined by __), for run config."""
+    return f"condor__{asset}"
+
+
 # The smallest tree: one root, one sub-domain, one leaf tag.
 ONE_TAG = {"max_roots": 1, "subdomains_per_root": 1, "leaves_per_subdomain": 1}
 
@@ -65,7 +81,7 @@ class CondorWorld:
     def tree_config(self, **overrides: Any) -> dict[str, Any]:
         config = {"max_roots": 2, "subdomains_per_root": 2, "leaves_per_subdomain": 2}
         config.update(overrides)
-        return {"ops": {"knowledge_tree": {"config": config}}}
+        return {"ops": {"condor__knowledge_tree": {"config": config}}}
 
     def materialize_tree(self, **config: Any) -> dg.ExecuteInProcessResult:
         return dg.materialize(
@@ -77,11 +93,7 @@ class CondorWorld:
 
     def sync_tags(self) -> dg.SensorResult:
         """Evaluate the sensor and apply its partition requests, as the daemon would."""
-        result = tags_sensor(dg.build_sensor_context(instance=self.instance))
-        assert isinstance(result, dg.SensorResult), result
-        for request in result.dynamic_partitions_requests or []:
-            self.instance.add_dynamic_partitions("tags", list(request.partition_keys or []))
-        return result
+        return sync_tags(self.instance, self.resources["io_manager"])
 
     def materialize_tags(
         self,
@@ -96,7 +108,7 @@ class CondorWorld:
         if llm is not None:
             resources["llm"] = llm
         return dg.materialize(
-            CONDOR_ASSETS,
+            ALL_ASSETS,
             selection=TAG_ASSETS,
             resources=resources,
             instance=self.instance,
@@ -109,8 +121,8 @@ class CondorWorld:
         )
 
     def read(self, asset: str, key: str | None = None) -> pl.DataFrame:
-        path = self.assets_dir / (f"{asset}.parquet" if key is None else f"{asset}/{key}.parquet")
-        return pl.read_parquet(path)
+        """A stored frame: `asset` is a Condor asset name or a key path (sft_dataset)."""
+        return self.resources["io_manager"].store().read(asset_path(asset), key)
 
     def tags(self) -> list[str]:
         return list(self.instance.get_dynamic_partitions("tags"))

@@ -12,12 +12,12 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from condor_dagster.assets.raw_questions import RawQuestionsConfig, raw_questions
-from condor_dagster.assets.sensors import tags_sensor
+from condor_dagster.core.dedup_frame import dedup_question_frame
 from condor_dagster.core.prompts import code_version, load_prompt, parse_prompt, prompts_sha
-from condor_dagster.core.question_dedup import dedup_question_frame
-from condor_dagster.core.records import DIFFICULTIES, TASK_TYPES
+from condor_dagster.methods.condor.records import DIFFICULTIES, TASK_TYPES
 from condor_dagster.core.tag_ids import PARTITION_KEY_PATTERN
+from condor_dagster.methods.condor.raw_questions import RawQuestionsConfig, raw_questions
+from condor_dagster.methods.condor.sensors import tags_sensor
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.response_cache import ResponseCache
 from condor_dagster.resources.scripted_llm import ScriptRule
@@ -45,7 +45,7 @@ def test_whole_chain_in_one_multi_partition_run(scripted_world: CondorWorld):
     # 2 roots x 2 sub-domains x 2 leaves; planted bad names were dropped with reasons.
     assert leaves.height == 8
     assert set(leaves["level"].to_list()) == {2}
-    meta = tree_run.asset_materializations_for_node("knowledge_tree")[0].metadata
+    meta = tree_run.asset_materializations_for_node("condor__knowledge_tree")[0].metadata
     assert meta["dropped_names"].value == {"duplicate_sibling": 6, "garbage": 6, "empty": 6}
     assert all(PARTITION_KEY_PATTERN.match(k) for k in leaves["node_id"].to_list())
 
@@ -57,7 +57,7 @@ def test_whole_chain_in_one_multi_partition_run(scripted_world: CondorWorld):
     run = world.materialize_tags(keys)
     assert run.success
     # One engine call per asset for all 8 partitions together.
-    raw_meta = run.asset_materializations_for_node("raw_questions")[0].metadata
+    raw_meta = run.asset_materializations_for_node("condor__raw_questions")[0].metadata
     assert raw_meta["requests"].value == 8 * 7
     assert raw_meta["rows_per_partition"].value == dict.fromkeys(keys, 21)
 
@@ -70,7 +70,7 @@ def test_whole_chain_in_one_multi_partition_run(scripted_world: CondorWorld):
         assert set(raw["parent_id"]) == {key}
         assert raw["lineage"].struct.field("run_id").unique().to_list() == [run.run_id]
         assert raw["lineage"].struct.field("prompt_sha").unique().to_list() == [
-            load_prompt("questions", "en").sha
+            load_prompt("condor/questions", "en").sha
         ]
         dedup = world.read("deduplicated_questions", key)
         assert sorted(dedup["id"]) == sorted(raw["id"])  # every input row has a decision
@@ -78,7 +78,7 @@ def test_whole_chain_in_one_multi_partition_run(scripted_world: CondorWorld):
         assert kept["embedding"].list.len().unique().to_list() == [384]
         answers = world.read("draft_answers", key)
         assert sorted(answers["parent_id"]) == sorted(kept["id"])
-        assert set(answers["tag_id"]) == {key}
+        assert set(answers["partition_key"]) == {key}
     checks = {
         (e.asset_key.path[-1], e.check_name): e.passed for e in run.get_asset_check_evaluations()
     }
@@ -226,13 +226,13 @@ def test_crash_mid_generation_resumes_from_cache(tmp_path, monkeypatch):
         keys, raise_on_error=False, llm=scripted_llm(cache, fail_after=20)
     )
     assert not crashed.success
-    assert not (world.assets_dir / "raw_questions").exists()  # no partition file written
+    assert not (world.assets_dir / "condor" / "raw_questions").exists()  # no partition file written
     tree_requests = ResponseCache(cache).count()
     assert tree_requests >= 20
 
     resumed = world.materialize_tags(keys)
     assert resumed.success
-    meta = resumed.asset_materializations_for_node("raw_questions")[0].metadata
+    meta = resumed.asset_materializations_for_node("condor__raw_questions")[0].metadata
     assert meta["cache_hits"].value == 20 and meta["cache_misses"].value == 8 * 7 - 20
 
     # An uninterrupted run elsewhere produces the same rows.
@@ -249,9 +249,9 @@ def test_crash_mid_generation_resumes_from_cache(tmp_path, monkeypatch):
 def test_prompt_edit_changes_code_version():
     settings = RawQuestionsConfig().model_dump()
     assert raw_questions.code_versions_by_key[raw_questions.key] == code_version(
-        [prompts_sha("questions")], settings
+        [prompts_sha("condor/questions")], settings
     )
-    template = load_prompt("questions", "en")
+    template = load_prompt("condor/questions", "en")
     raw = (files("condor_dagster") / "prompts" / "en" / "questions.yaml").read_bytes()
     edited = raw.replace(b"realistic questions", b"realistic, specific questions")
     assert edited != raw
@@ -304,7 +304,7 @@ def test_chinese_roots_use_chinese_prompts_and_the_markup_fallback(tmp_path, mon
     assert set(tree["language"]) == {"zh"} and tree["path"][0].to_list() == ["婚恋情感"]
     # The script names the same two tags at every level: below each sub-domain, the one that
     # repeats its parent is dropped, so each sub-domain keeps one leaf.
-    meta = tree_run.asset_materializations_for_node("knowledge_tree")[0].metadata
+    meta = tree_run.asset_materializations_for_node("condor__knowledge_tree")[0].metadata
     assert meta["dropped_names"].value == {"repeats_ancestor": 2}
     assert sorted(tree.filter(pl.col("is_leaf"))["path_text"]) == [
         "婚恋情感 > 犬类训练 > 猫咪健康",
@@ -313,7 +313,7 @@ def test_chinese_roots_use_chinese_prompts_and_the_markup_fallback(tmp_path, mon
     world.sync_tags()
     keys = world.tags()
     assert len(keys) == 2 and all(PARTITION_KEY_PATTERN.match(k) for k in keys)
-    config = {"ops": {"raw_questions": {"config": {"structured_output": False}}}}
+    config = {"ops": {"condor__raw_questions": {"config": {"structured_output": False}}}}
     assert world.materialize_tags(keys, run_config=config).success
     raw = world.read("raw_questions", keys[0])
     assert raw["drop_reason"].null_count() == 21  # all parsed from the [Easy] markup

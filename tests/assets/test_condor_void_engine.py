@@ -11,9 +11,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from condor_dagster.assets import CONDOR_ASSETS, sft_dataset
-from condor_dagster.core.records import DIFFICULTIES, TASK_TYPES
+from condor_dagster.methods.condor.records import DIFFICULTIES, TASK_TYPES
 from condor_dagster.core.tag_ids import PARTITION_KEY_PATTERN
+from condor_dagster.methods.dataset import sft_dataset
+from condor_dagster.methods.condor.assets import CONDOR_ASSETS
 from condor_dagster.resources.vllm_engine import VLLMEngineResource, engine_loads, vllm_version
 
 from .conftest import make_world
@@ -42,7 +43,7 @@ def test_whole_chain_on_the_real_engine(engine_settings, tmp_path, monkeypatch):
     assert run.success
     assert engine_loads() - loads_before <= 1  # one engine for the tree run and all steps
 
-    raw_meta = run.asset_materializations_for_node("raw_questions")[0].metadata
+    raw_meta = run.asset_materializations_for_node("condor__raw_questions")[0].metadata
     assert raw_meta["requests"].value == 7 * len(keys)  # all partitions in one engine call
     for key in keys:
         raw = world.read("raw_questions", key)

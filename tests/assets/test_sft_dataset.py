@@ -10,7 +10,8 @@ import dagster as dg
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from condor_dagster.assets import CONDOR_ASSETS, sft_dataset
+from condor_dagster.methods.dataset import sft_dataset
+from condor_dagster.methods.condor.assets import CONDOR_ASSETS
 from condor_dagster.resources.scripted_llm import ScriptRule
 
 from .conftest import SCRIPTED_RULES, CondorWorld, make_world, scripted_llm
@@ -55,7 +56,7 @@ def test_exports_from_several_partitions_round_trip_through_datasets(tmp_path, m
     run = export(world, out)
     assert run.success
     samples = world.read("sft_dataset")
-    assert set(samples["tag_id"]) == set(keys[:5])  # missing partitions are skipped
+    assert set(samples["partition_key"]) == set(keys[:5])  # missing partitions are skipped
 
     # The asset scans the stored partitions lazily; the eager reading of the same files gives
     # the same rows, order, columns and values.

@@ -138,17 +138,17 @@ def test_refined_answer_traces_back_to_its_tag_with_every_decision(data: Data):
     # Every LLM call names its prompt version, model, sampling, seed and run.
     refined_step, draft_step, question_step = found.steps
     assert refined_step.lineage and draft_step.lineage and question_step.lineage
-    assert refined_step.lineage.prompt_sha == load_prompt("refine", "en").sha
-    assert round_one.critique_lineage.prompt_sha == load_prompt("critique", "en").sha
-    assert draft_step.lineage.prompt_sha == load_prompt("answer", "en").sha
-    assert question_step.lineage.prompt_sha == load_prompt("questions", "en").sha
+    assert refined_step.lineage.prompt_sha == load_prompt("shared/refine", "en").sha
+    assert round_one.critique_lineage.prompt_sha == load_prompt("shared/critique", "en").sha
+    assert draft_step.lineage.prompt_sha == load_prompt("shared/answer", "en").sha
+    assert question_step.lineage.prompt_sha == load_prompt("condor/questions", "en").sha
     assert question_step.lineage.seed == question["lineage"]["seed"]
     assert json.loads(draft_step.lineage.sampling) == json.loads(draft["lineage"]["sampling"])
     assert _run_ids(found) == {data.tag_run_id}
     llm_nodes = [n for n in found.tree if n.source == "llm"]
     assert all(n.lineage for n in llm_nodes) and found.tree[0].lineage is None
     assert {n.lineage.prompt_sha for n in llm_nodes if n.lineage} == {
-        load_prompt("tree_expand", "en").sha
+        load_prompt("condor/tree_expand", "en").sha
     }
     assert {n.lineage.run_id for n in llm_nodes if n.lineage} == {data.tree_run_id}
     assert found.warnings == []
@@ -202,7 +202,7 @@ def test_cjk_tag_path_traces_end_to_end(data: Data, capsys: pytest.CaptureFixtur
     assert found.tag_path[0] == "人工智能" and found.tag_path[1].startswith("机器学习")
     assert found.tree[-1].node_id == data.zh_tag
     assert found.rounds[0].weaknesses == ["缺少例子"]
-    assert found.rounds[0].critique_lineage.prompt_sha == load_prompt("critique", "zh").sha
+    assert found.rounds[0].critique_lineage.prompt_sha == load_prompt("shared/critique", "zh").sha
     assert found.steps[0].text.startswith("改进后的回答")
 
     assert main(["trace", refined["id"], "--data-dir", str(data.data_dir)]) == 0
@@ -226,8 +226,8 @@ def test_cli_prints_the_chain_stage_by_stage(data: Data, capsys: pytest.CaptureF
     assert positions[:3] == sorted(positions[:3])
     assert " > ".join(found.tag_path) in out
     assert "weaknesses:\n        - no example" in out
-    assert f"critique/en sha {load_prompt('critique', 'en').sha}" in out
-    assert f"questions/en sha {load_prompt('questions', 'en').sha}" in out
+    assert f"critique/en sha {load_prompt('shared/critique', 'en').sha}" in out
+    assert f"questions/en sha {load_prompt('condor/questions', 'en').sha}" in out
     assert f"run {data.tag_run_id} at " in out
     assert f"seed {found.steps[1].lineage.seed}" in out  # type: ignore[union-attr]
     assert "temperature=" in out and "dedup: kept" in out

@@ -29,8 +29,8 @@ import polars as pl
 import pytest
 from playwright.sync_api import expect
 
-from condor_dagster.assets import CONDOR_ASSETS, knowledge_tree, raw_questions
-from condor_dagster.assets.sensors import tags_sensor
+from condor_dagster.methods.condor.assets import CONDOR_ASSETS, knowledge_tree, raw_questions
+from condor_dagster.methods.condor.sensors import tags_sensor
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.openai_server import OpenAIServerResource
 from condor_dagster.resources.parquet_io import ParquetIOManager
@@ -112,7 +112,7 @@ def _materialize(home: Path, data: Path, server: VLLMServerProcess) -> dict[str,
             [knowledge_tree],
             resources=resources,
             instance=instance,
-            run_config={"ops": {"knowledge_tree": {"config": {"taxonomy_path": str(taxonomy)}}}},
+            run_config={"ops": {"condor__knowledge_tree": {"config": {"taxonomy_path": str(taxonomy)}}}},
         )
         assert tree.success
 
@@ -137,7 +137,7 @@ def _materialize(home: Path, data: Path, server: VLLMServerProcess) -> dict[str,
         )
         assert run.success
         rows = {
-            k: pl.read_parquet(assets_dir / "raw_questions" / f"{k}.parquet").height for k in chosen
+            k: pl.read_parquet(assets_dir / "condor" / "raw_questions" / f"{k}.parquet").height for k in chosen
         }
         return {"tags": tags, "materialized": chosen, "raw_rows": rows}
 

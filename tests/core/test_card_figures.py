@@ -8,8 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from condor_dagster.core.card_figures import FIGURE_FILES, figure_card_lines, write_card_figures
-from condor_dagster.core.records import DIFFICULTIES, TASK_TYPES
+from condor_dagster.methods.condor.card_figures import FIGURE_FILES, figure_card_lines, write_card_figures
+from condor_dagster.core.rows import DIFFICULTIES, TASK_TYPES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

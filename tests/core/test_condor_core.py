@@ -8,27 +8,18 @@ import pyarrow as pa
 import pytest
 
 from condor_dagster.core.llm import Completion, LLMRequest, SamplingParams
-from condor_dagster.core.prompts import (
-    LANGUAGES,
-    TASK_DESCRIPTIONS,
-    load_prompt,
-    parse_question_markup,
-)
-from condor_dagster.core.records import (
-    TASK_TYPES,
-    DedupQuestionRow,
-    QuestionRow,
-    TagNames,
-    arrow_schema,
-    rows_to_frame,
-)
-from condor_dagster.core.taxonomy import parse_taxonomy, seed_nodes
-from condor_dagster.core.tree import expand_tree
+from condor_dagster.core.dedup_frame import DedupRow
+from condor_dagster.core.prompts import LANGUAGES, load_prompt
+from condor_dagster.core.rows import arrow_schema, rows_to_frame
+from condor_dagster.methods.condor.questions import TASK_DESCRIPTIONS, parse_question_markup
+from condor_dagster.methods.condor.records import TASK_TYPES, CondorOrigin, QuestionRow, TagNames
+from condor_dagster.methods.condor.taxonomy import parse_taxonomy, seed_nodes
+from condor_dagster.methods.condor.tree import expand_tree
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
-@pytest.mark.parametrize("name", ["tree_expand", "questions", "answer"])
+@pytest.mark.parametrize("name", ["condor/tree_expand", "condor/questions", "shared/answer"])
 @pytest.mark.parametrize("language", LANGUAGES)
 def test_every_prompt_renders_without_leftover_placeholders(name, language):
     prompt = load_prompt(name, language)
@@ -169,7 +160,13 @@ def test_row_models_define_the_parquet_schema():
     schema = arrow_schema(QuestionRow)
     assert schema.field("lineage").type.get_field_index("seed") >= 0
     assert schema.field("drop_reason").nullable and not schema.field("text").nullable
-    dedup = arrow_schema(DedupQuestionRow)
+    # The origin struct comes from the method's model; a shared stage's open origin from the
+    # type it is given (its input's), and without one the schema refuses to guess.
+    assert schema.field("origin").type == pa.struct(list(arrow_schema(CondorOrigin)))
+    dedup = arrow_schema(DedupRow, origin=schema.field("origin").type)
     assert dedup.field("embedding").type == pa.list_(pa.float32())
+    assert dedup.field("origin").type == schema.field("origin").type
+    with pytest.raises(TypeError, match="no Parquet type"):
+        arrow_schema(DedupRow)
     empty = rows_to_frame([], QuestionRow)
     assert empty.height == 0 and empty.columns == [f.name for f in schema]

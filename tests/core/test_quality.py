@@ -25,11 +25,12 @@ from condor_dagster.core.quality import (
     strip_meta_preamble,
     tree_name_problem,
 )
-from condor_dagster.core.questions import Tag, question_jobs, question_rows
-from condor_dagster.core.records import Critique, QuestionTriple, TagNames
+from condor_dagster.methods.condor.questions import Tag, question_jobs, question_rows
+from condor_dagster.core.refine import Critique
+from condor_dagster.methods.condor.records import QuestionTriple, TagNames
 from condor_dagster.core.refine import DraftToRefine, refine_answers, rewrite_gate
-from condor_dagster.core.taxonomy import TreeNode
-from condor_dagster.core.tree import expand_tree, expansion_request
+from condor_dagster.methods.condor.taxonomy import TreeNode
+from condor_dagster.methods.condor.tree import expand_tree, expansion_request
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "smollm2_outputs.json"
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -481,7 +482,7 @@ def _materialize_one_tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rewrit
     """knowledge_tree, then every tag asset for its one tag; returns (runs, assets dir, key)."""
     import dagster as dg
 
-    from condor_dagster.assets import CONDOR_ASSETS, TAG_ASSETS
+    from condor_dagster.methods.condor.assets import CONDOR_ASSETS, TAG_ASSETS
     from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
     from condor_dagster.resources.parquet_io import ParquetIOManager
     from condor_dagster.resources.scripted_llm import ScriptedLLMResource, ScriptRule
@@ -521,7 +522,7 @@ def _materialize_one_tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rewrit
         [CONDOR_ASSETS[0]],
         resources=resources,
         instance=instance,
-        run_config={"ops": {"knowledge_tree": {"config": tree_config}}},
+        run_config={"ops": {"condor__knowledge_tree": {"config": tree_config}}},
     )
     leaves = pl.read_parquet(assets_dir / "knowledge_tree.parquet").filter(pl.col("is_leaf"))
     (key,) = leaves["node_id"].to_list()

@@ -13,8 +13,8 @@ from condor_dagster.core.llm import (
     SamplingParams,
     parse_structured,
 )
-from condor_dagster.core.records import rows_to_frame
-from condor_dagster.core.refine_quality import (
+from condor_dagster.core.rows import rows_to_frame
+from condor_dagster.methods.condor.refine_judge import (
     JudgeVerdict,
     PairToJudge,
     RefineQualityRow,

@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from condor_dagster.core.tag_ids import PARTITION_KEY_PATTERN, node_id, sibling_key
-from condor_dagster.core.taxonomy import (
+from condor_dagster.methods.condor.taxonomy import (
     SeedNode,
     SeedRoot,
     TreeNode,

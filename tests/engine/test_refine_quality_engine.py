@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from condor_dagster.core.llm import SamplingParams
-from condor_dagster.core.refine_quality import OUTCOMES, PairToJudge, combine, judge_pairs
+from condor_dagster.methods.condor.refine_judge import OUTCOMES, PairToJudge, combine, judge_pairs
 
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 PAIRS = [

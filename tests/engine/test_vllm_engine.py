@@ -153,7 +153,7 @@ def test_engine_loads_once_per_process(engine_settings, tmp_path):
 
 
 def test_smoke_asset_materializes_with_the_real_engine(engine_settings, tmp_path):
-    from condor_dagster.assets.llm_smoke import engine_smoke_test
+    from condor_dagster.stages.llm_smoke import engine_smoke_test
 
     llm = engine(engine_settings, tmp_path / "cache.sqlite3")
     result = dg.materialize(

@@ -22,8 +22,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from condor_dagster.assets import knowledge_tree
-from condor_dagster.assets.sensors import tags_sensor
+from condor_dagster.methods.condor.assets import knowledge_tree
+from condor_dagster.methods.condor.sensors import tags_sensor
 from condor_dagster.resources.parquet_io import ParquetIOManager
 from condor_dagster.resources.scripted_llm import ScriptedLLMResource
 from condor_dagster.resources.vllm_server_process import VLLMServerProcess

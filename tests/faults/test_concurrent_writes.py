@@ -33,7 +33,7 @@ def test_two_runs_writing_one_partition_leave_one_complete_file(
     deployment: Deployment, tmp_path: Path
 ) -> None:
     (key,) = deployment.grow_tree(["Pets"])
-    config = {"ops": {"raw_questions": {"config": {"samples_per_task": SAMPLES}}}}
+    config = {"ops": {"condor__raw_questions": {"config": {"samples_per_task": SAMPLES}}}}
     # Both scripted LLMs wait for each other after generating, so both runs reach the IO
     # manager together; each writes text naming its writer.
     rendezvous = tmp_path / "rendezvous"

@@ -11,9 +11,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from condor_dagster.assets import CONDOR_ASSETS, TAG_ASSETS, sft_dataset
+from condor_dagster.methods.dataset import sft_dataset
+from condor_dagster.methods.condor.assets import CONDOR_ASSETS, TAG_ASSETS
 from condor_dagster.core.tag_ids import PARTITION_KEY_PATTERN
-from condor_dagster.core.taxonomy import PATH_TEXT_SEPARATOR, load_taxonomy
+from condor_dagster.methods.condor.taxonomy import PATH_TEXT_SEPARATOR, load_taxonomy
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.parquet_io import ParquetIOManager
 from condor_dagster.resources.scripted_llm import ScriptedLLMResource, ScriptRule
@@ -34,7 +35,7 @@ def test_api_key_never_appears_in_event_log_metadata_or_compute_logs(
 ) -> None:
     (key,) = deployment.grow_tree(["Pets"])
     deployment.use_server(vllm_server)
-    config = {"ops": {"raw_questions": {"config": {"max_tokens": 64}}}}
+    config = {"ops": {"condor__raw_questions": {"config": {"max_tokens": 64}}}}
     worker = deployment.start_worker([key], config, name="with-key", env={"VLLM_API_KEY": SECRET})
     assert worker.wait(timeout_s=240) == 0, worker.tail()
     (run,) = deployment.runs()
@@ -108,7 +109,7 @@ def test_tags_named_like_paths_stay_inside_the_data_directory(deployment: Deploy
 
     # The names live on as data, never as paths.
     questions = pl.concat(
-        pl.read_parquet(deployment.assets_dir / "raw_questions" / f"{k}.parquet") for k in keys
+        pl.read_parquet(deployment.assets_dir / "condor" / "raw_questions" / f"{k}.parquet") for k in keys
     )
     assert sorted(questions["tag_path"].unique().to_list()) == sorted(
         PATH_TEXT_SEPARATOR.join(["Security", name]) for name in PATH_LIKE

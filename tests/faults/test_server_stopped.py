@@ -20,7 +20,7 @@ import polars as pl
 import pytest
 from dagster._utils.error import SerializableErrorInfo
 
-from condor_dagster.assets import knowledge_tree, raw_questions
+from condor_dagster.methods.condor.assets import knowledge_tree, raw_questions
 from condor_dagster.core.llm import LLMRequest, SamplingParams
 from condor_dagster.resources.openai_server import LLMServerError, OpenAIServerResource
 from condor_dagster.resources.parquet_io import ParquetIOManager
@@ -141,7 +141,7 @@ def test_server_stopped_mid_run_fails_step_with_clear_message_and_rerun_resumes(
 
     rerun = materialize_questions(deployment, keys, server_llm(deployment, vllm_server))
     assert rerun.success
-    events = rerun.asset_materializations_for_node("raw_questions")
+    events = rerun.asset_materializations_for_node("condor__raw_questions")
     assert sorted(str(e.partition) for e in events) == sorted(keys)
     for event in events:
         assert event.metadata["cache_hits"].value == saved

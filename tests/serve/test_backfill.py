@@ -115,7 +115,7 @@ def test_backfill_of_tag_partitions_then_missing_only(condor_stack: DagsterUI, t
         for key in keys:
             frame = pl.read_parquet(partition_file(ui, asset, key))
             assert frame.height > 0 or asset != "raw_questions", (asset, key)
-            assert set(frame["tag_id"]) <= {key}, (asset, key)
+            assert set(frame["partition_key"]) <= {key}, (asset, key)
         statuses = ui.partition_statuses([asset])[asset]
         assert set(keys) <= set(statuses["materialized"]), (asset, statuses)
     assert_no_overlap(gpu_step_intervals(ui, [r["runId"] for r in backfill.runs]))

@@ -27,10 +27,10 @@ TAG_ASSETS = [
 # Small generations: the tiny model's text is noise, the machinery is what is checked.
 SMALL_TAG_RUN_CONFIG = {
     "ops": {
-        "raw_questions": {"config": {"max_tokens": 96}},
-        "draft_answers": {"config": {"max_tokens": 24}},
-        "refined_answers": {"config": {"critique_max_tokens": 48, "max_tokens": 24}},
-        "refine_quality": {"config": {"max_tokens": 32}},
+        "condor__raw_questions": {"config": {"max_tokens": 96}},
+        "condor__draft_answers": {"config": {"max_tokens": 24}},
+        "condor__refined_answers": {"config": {"critique_max_tokens": 48, "max_tokens": 24}},
+        "condor__refine_quality": {"config": {"max_tokens": 32}},
     }
 }
 RUN_DONE = {"SUCCESS", "FAILURE", "CANCELED"}
@@ -242,4 +242,4 @@ def write_taxonomy(
 
 
 def tree_run_config(taxonomy: Path) -> dict[str, Any]:
-    return {"ops": {"knowledge_tree": {"config": {"taxonomy_path": str(taxonomy), "depth": 2}}}}
+    return {"ops": {"condor__knowledge_tree": {"config": {"taxonomy_path": str(taxonomy), "depth": 2}}}}
