@@ -125,7 +125,7 @@ def write_inputs(assets_dir: Path, rows: int, seed: int = 0) -> list[str]:
             out = assets_dir / asset / f"{tag}.parquet"
             out.parent.mkdir(parents=True, exist_ok=True)
             frame.write_parquet(out, compression="zstd")
-    rows_to_frame(nodes, KnowledgeTreeRow).write_parquet(assets_dir / "knowledge_tree.parquet")
+    rows_to_frame(nodes, KnowledgeTreeRow).write_parquet(assets_dir / "condor" / "knowledge_tree.parquet")
     return keys
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from functools import cache
 
 from condor_dagster.core import quality_patterns as patterns
+from condor_dagster.core.drop_reasons import QUALITY_PROBLEMS as QUALITY_PROBLEMS
 from condor_dagster.core.drop_reasons import DropReason, QualityProblem
 from condor_dagster.core.prompts import LANGUAGES, load_prompt
 from condor_dagster.core.tag_ids import normalize_name

@@ -95,6 +95,12 @@ class TraceMethod:
     origin_id: re.Pattern[str] | None = None
     """Ids that name an origin directly (Condor: tag ids), traced as a chain alone."""
     origin_label: str = "origin"
+    """What an origin is called in messages (tag, document)."""
+    origin_stage: str = ""
+    """The asset an origin id is found in (condor/knowledge_tree)."""
+    partition_is_origin: bool = False
+    """The partition key names the origin (Condor: the tag), so a chain broken before the
+    method's first stage still finds it."""
 
 
 _STAGES: dict[str, TraceStage] = {}
@@ -116,6 +122,13 @@ def register(method: TraceMethod, stages: Sequence[TraceStage]) -> None:
     _METHODS[method.method] = method
     for stage in stages:
         _STAGES[stage.id_prefix] = stage
+
+
+def unregister(method: str) -> None:
+    """Forget a method's stages (tests that register a method of their own)."""
+    _METHODS.pop(method, None)
+    for prefix in [p for p, s in _STAGES.items() if s.method == method]:
+        del _STAGES[prefix]
 
 
 def registered_stages() -> dict[str, TraceStage]:
@@ -306,7 +319,7 @@ class Finder:
 
     def not_found(self, stage: TraceStage, row_id: str) -> TraceError:
         count = len(self.store.partitions(list(stage.key)))
-        folder = self.where(stage.key)
+        folder = str(self.store.folder(list(stage.key)))
         if count == 0:
             return TraceError(
                 f"no row with id {row_id!r}: {folder} holds no Parquet files (is {stage.name} "
@@ -419,6 +432,8 @@ def trace(id: str, assets_dir: str | Path | None = None) -> Trace:
         _STAGES[row_id.group(1)].method
     )
     dedup = _dedup_decision(finder, *question) if question else None
+    if origin_id is None and method and method.partition_is_origin:
+        origin_id = first.get("partition_key")
     chain: list[OriginStep] = []
     if origin_id and method and method.origin_chain:
         chain = method.origin_chain(finder, origin_id)
@@ -457,13 +472,13 @@ def _trace_origin(finder: Finder, method: TraceMethod, origin_id: str) -> Trace:
     chain = method.origin_chain(finder, origin_id) if method.origin_chain else []
     if not chain:
         raise TraceError(
-            f"no {method.origin_label} with id {origin_id!r} in {finder.store.base} "
+            f"no {method.origin_label} with id {origin_id!r} "
             f"({'; '.join(finder.warnings) or 'not found'}); {id_hint()}"
         )
     leaf = chain[-1]
     return Trace(
         id=origin_id,
-        stage=f"{method.method}/{method.origin_label}",
+        stage=method.origin_stage or f"{method.method}/{method.origin_label}",
         method=method.method,
         assets_dir=str(finder.store.base),
         partition_key=origin_id,
@@ -705,4 +720,5 @@ __all__ = [
     "resolve_store",
     "trace",
     "trace_to_dict",
+    "unregister",
 ]

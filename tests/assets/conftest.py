@@ -10,9 +10,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from condor_dagster.methods.dataset import sft_dataset
 from condor_dagster.methods.condor.assets import CONDOR_ASSETS, TAG_ASSETS
 from condor_dagster.methods.condor.sensors import sync_tags
+from condor_dagster.methods.dataset import sft_dataset
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.llm import LLMResource
 from condor_dagster.resources.parquet_io import ParquetIOManager

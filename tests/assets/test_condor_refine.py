@@ -5,8 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from condor_dagster.core.llm import SamplingParams
-from condor_dagster.core.refine import DraftToRefine, _State, refine_request
-from condor_dagster.core.refine import Critique
+from condor_dagster.core.refine import Critique, DraftToRefine, _State, refine_request
 from condor_dagster.resources.scripted_llm import ScriptRule
 
 from .conftest import ONE_TAG, REWRITE, SCRIPTED_RULES, CondorWorld, make_world, scripted_llm
@@ -16,7 +15,9 @@ def _one_tag_run(world: CondorWorld, **refine_config: object) -> str:
     assert world.materialize_tree(**ONE_TAG).success
     world.sync_tags()
     (key,) = world.tags()
-    config = {"ops": {"condor__refined_answers": {"config": refine_config}}} if refine_config else None
+    config = (
+        {"ops": {"condor__refined_answers": {"config": refine_config}}} if refine_config else None
+    )
     assert world.materialize_tags([key], run_config=config).success
     return key
 

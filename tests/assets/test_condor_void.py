@@ -12,11 +12,11 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from condor_dagster.core.dedup_frame import dedup_question_frame
+from condor_dagster.core.dedup_frame import dedup_frame
 from condor_dagster.core.prompts import code_version, load_prompt, parse_prompt, prompts_sha
-from condor_dagster.methods.condor.records import DIFFICULTIES, TASK_TYPES
 from condor_dagster.core.tag_ids import PARTITION_KEY_PATTERN
 from condor_dagster.methods.condor.raw_questions import RawQuestionsConfig, raw_questions
+from condor_dagster.methods.condor.records import DIFFICULTIES, TASK_TYPES
 from condor_dagster.methods.condor.sensors import tags_sensor
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.response_cache import ResponseCache
@@ -101,7 +101,9 @@ def test_incremental_new_root_adds_only_its_tags(tmp_path, monkeypatch):
     assert len(first) == 7
     assert all(PARTITION_KEY_PATTERN.match(k) for k in first)
     assert world.materialize_tags(first).success
-    before = {k: (world.assets_dir / f"raw_questions/{k}.parquet").read_bytes() for k in first}
+    before = {
+        k: (world.assets_dir / f"condor/raw_questions/{k}.parquet").read_bytes() for k in first
+    }
 
     taxonomy.write_text(taxonomy.read_text(encoding="utf-8") + "  - Healthcare\n", "utf-8")
     assert world.materialize_tree(taxonomy_path=str(taxonomy)).success
@@ -114,10 +116,15 @@ def test_incremental_new_root_adds_only_its_tags(tmp_path, monkeypatch):
     assert request.tags["dagster/asset_partition_range_end"] == new[-1]
     assert world.materialize_tags(new).success
 
-    after = {k: (world.assets_dir / f"raw_questions/{k}.parquet").read_bytes() for k in first}
+    after = {
+        k: (world.assets_dir / f"condor/raw_questions/{k}.parquet").read_bytes() for k in first
+    }
     assert after == before
     # A second evaluation finds nothing new to add or request.
-    skip = tags_sensor(dg.build_sensor_context(instance=world.instance))
+    context = dg.build_sensor_context(
+        instance=world.instance, resources={"io_manager": world.resources["io_manager"]}
+    )
+    skip = tags_sensor(context)
     assert isinstance(skip, dg.SkipReason)
 
 
@@ -164,7 +171,7 @@ def test_planted_near_duplicates_are_dropped_deterministically(tmp_path, monkeyp
     raw = world.read("raw_questions", key)
     embedder = SentenceTransformerEmbeddings()
     shuffled = raw.sample(fraction=1.0, shuffle=True, seed=random.Random(3).randint(0, 999))
-    again = dedup_question_frame(shuffled, embedder.embed, embedder.model_id(), 0.9)
+    again = dedup_frame(shuffled, embedder.embed, embedder.model_id(), 0.9)
     decisions = ["id", "kept", "drop_reason", "duplicate_of"]
     assert again.select(decisions).sort("id").equals(dedup.select(decisions).sort("id"))
 
@@ -273,7 +280,7 @@ def test_malformed_taxonomy_fails_with_the_file_and_fix(scripted_world: CondorWo
     empty.write_text("", encoding="utf-8")
     with pytest.raises(Exception, match="has no roots"):
         scripted_world.materialize_tree(taxonomy_path=str(empty))
-    assert not (scripted_world.assets_dir / "knowledge_tree.parquet").exists()
+    assert not (scripted_world.assets_dir / "condor" / "knowledge_tree.parquet").exists()
 
 
 def test_partition_missing_from_tree_is_a_clear_error(scripted_world: CondorWorld):

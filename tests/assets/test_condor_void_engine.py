@@ -11,10 +11,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from condor_dagster.methods.condor.records import DIFFICULTIES, TASK_TYPES
 from condor_dagster.core.tag_ids import PARTITION_KEY_PATTERN
-from condor_dagster.methods.dataset import sft_dataset
 from condor_dagster.methods.condor.assets import CONDOR_ASSETS
+from condor_dagster.methods.condor.records import DIFFICULTIES, TASK_TYPES
+from condor_dagster.methods.dataset import sft_dataset
 from condor_dagster.resources.vllm_engine import VLLMEngineResource, engine_loads, vllm_version
 
 from .conftest import make_world

@@ -10,10 +10,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from condor_dagster.methods.dataset import sft_dataset
 from condor_dagster.methods.condor.assets import CONDOR_ASSETS, TAG_ASSETS
 from condor_dagster.methods.condor.card_figures import FIGURE_FILES
 from condor_dagster.methods.condor.refine_quality import RefineQualityConfig
+from condor_dagster.methods.dataset import sft_dataset
 from condor_dagster.resources.scripted_llm import ScriptRule
 
 from .conftest import ONE_TAG, SCRIPTED_RULES, CondorWorld, make_world, scripted_llm
@@ -64,7 +64,9 @@ def one_tag(
         partition_key=key,
         # Keep the seed-only variants of each scripted question, so every difficulty has one
         # row per task (7) instead of the one or two near-duplicate removal would leave.
-        run_config={"ops": {"condor__deduplicated_questions": {"config": {"similarity_threshold": 1.0}}}},
+        run_config={
+            "ops": {"condor__deduplicated_questions": {"config": {"similarity_threshold": 1.0}}}
+        },
     )
     assert run.success
     return key, run

@@ -2,7 +2,6 @@
 questions per corpus shard -> dedup -> answers -> candidates) flows into sft_dataset beside
 Condor, and `condor trace` follows its samples: the next methods only add their own folder."""
 
-
 from pathlib import Path
 
 import dagster as dg
@@ -11,7 +10,14 @@ import pytest
 from pydantic import BaseModel
 
 from condor_dagster.core.rows import SampleRow, content_id, rows_to_frame
-from condor_dagster.core.trace import TraceMethod, TraceStage, format_trace, register, trace
+from condor_dagster.core.trace import (
+    TraceMethod,
+    TraceStage,
+    format_trace,
+    register,
+    trace,
+    unregister,
+)
 from condor_dagster.methods.condor import trace as condor_trace
 from condor_dagster.methods.condor.assets import CONDOR_ASSETS, CONDOR_EXPORT
 from condor_dagster.stages.answers import answers_stage
@@ -124,23 +130,34 @@ TOY_EXPORT = MethodExport(
 both_methods_dataset = sft_dataset_stage([CONDOR_EXPORT, TOY_EXPORT])
 ALL = [*CONDOR_ASSETS, *TOY_ASSETS, both_methods_dataset]
 
-register(
-    TraceMethod(method=METHOD, origin_label="document"),
-    [
-        TraceStage(
-            METHOD, (METHOD, "draft_answers"), "ta", "answer", "answer", (METHOD, "raw_questions")
-        ),
-        TraceStage(
-            METHOD,
-            (METHOD, "raw_questions"),
-            "tq",
-            "text",
-            "question",
-            None,
-            dedup=(METHOD, "deduplicated_questions"),
-        ),
-    ],
-)
+
+@pytest.fixture(autouse=True)
+def toy_trace():
+    """The toy's stages are traceable during these tests only."""
+    register(
+        TraceMethod(method=METHOD, origin_label="document"),
+        [
+            TraceStage(
+                METHOD,
+                (METHOD, "draft_answers"),
+                "ta",
+                "answer",
+                "answer",
+                (METHOD, "raw_questions"),
+            ),
+            TraceStage(
+                METHOD,
+                (METHOD, "raw_questions"),
+                "tq",
+                "text",
+                "question",
+                None,
+                dedup=(METHOD, "deduplicated_questions"),
+            ),
+        ],
+    )
+    yield
+    unregister(METHOD)
 
 
 def _export(world, out: Path) -> dg.ExecuteInProcessResult:

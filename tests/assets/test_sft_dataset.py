@@ -10,8 +10,8 @@ import dagster as dg
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from condor_dagster.methods.dataset import sft_dataset
 from condor_dagster.methods.condor.assets import CONDOR_ASSETS
+from condor_dagster.methods.dataset import sft_dataset
 from condor_dagster.resources.scripted_llm import ScriptRule
 
 from .conftest import SCRIPTED_RULES, CondorWorld, make_world, scripted_llm

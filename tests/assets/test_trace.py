@@ -17,6 +17,7 @@ import pytest
 from condor_dagster.cli import main
 from condor_dagster.core.prompts import load_prompt
 from condor_dagster.core.trace import Trace, TraceError, format_trace, trace, trace_to_dict
+from condor_dagster.methods import traces  # noqa: F401  (registers the methods' stages)
 from condor_dagster.resources.scripted_llm import ScriptRule
 
 from .conftest import CRITIQUE_WITH_WEAKNESS, REWRITE, SCRIPTED_RULES, make_world, scripted_llm
@@ -59,7 +60,7 @@ class Data:
     zh_tag: str
 
     def read(self, asset: str, key: str) -> pl.DataFrame:
-        return pl.read_parquet(self.assets / asset / f"{key}.parquet")
+        return pl.read_parquet(self.assets / "condor" / asset / f"{key}.parquet")
 
     def row(self, asset: str, key: str, **match: Any) -> dict[str, Any]:
         frame = self.read(asset, key)
@@ -113,20 +114,28 @@ def test_refined_answer_traces_back_to_its_tag_with_every_decision(data: Data):
 
     found = trace(refined["id"], data.data_dir)
 
-    assert [s.stage for s in found.steps] == ["refined_answers", "draft_answers", "raw_questions"]
+    assert [s.stage for s in found.steps] == [
+        "condor/refined_answers",
+        "condor/draft_answers",
+        "condor/raw_questions",
+    ]
     assert [s.id for s in found.steps] == [refined["id"], draft["id"], question["id"]]
     assert [s.text for s in found.steps] == [refined["answer"], draft["answer"], question["text"]]
     # The tree chain ends at the question's tag and spells the tag path from the root.
-    assert found.tag_id == question["parent_id"] == data.en_tag
-    assert [n.name for n in found.tree] == refined["tag_path"].split(" > ") == found.tag_path
-    assert found.tree[0].parent_id is None and found.tree[0].name == "Pets"
-    assert found.tree[-1].node_id == data.en_tag and found.tree[-1].is_leaf
-    assert [n.source for n in found.tree] == ["seed", "llm", "llm"]
+    assert found.partition_key == question["parent_id"] == data.en_tag
+    assert (
+        [n.name for n in found.origin_chain]
+        == refined["origin"]["tag_path"].split(" > ")
+        == found.origin_path
+    )
+    assert found.origin_chain[0].parent_id is None and found.origin_chain[0].name == "Pets"
+    assert found.origin_chain[-1].node_id == data.en_tag and found.origin_chain[-1].is_leaf
+    assert [n.source for n in found.origin_chain] == ["seed", "llm", "llm"]
     assert found.chain == [
         refined["id"],
         draft["id"],
         question["id"],
-        *[n.node_id for n in reversed(found.tree)],
+        *[n.node_id for n in reversed(found.origin_chain)],
     ]
     # Dedup decision and the refinement round (critique, then rewrite).
     assert found.dedup is not None and found.dedup.question_id == question["id"]
@@ -145,8 +154,8 @@ def test_refined_answer_traces_back_to_its_tag_with_every_decision(data: Data):
     assert question_step.lineage.seed == question["lineage"]["seed"]
     assert json.loads(draft_step.lineage.sampling) == json.loads(draft["lineage"]["sampling"])
     assert _run_ids(found) == {data.tag_run_id}
-    llm_nodes = [n for n in found.tree if n.source == "llm"]
-    assert all(n.lineage for n in llm_nodes) and found.tree[0].lineage is None
+    llm_nodes = [n for n in found.origin_chain if n.source == "llm"]
+    assert all(n.lineage for n in llm_nodes) and found.origin_chain[0].lineage is None
     assert {n.lineage.prompt_sha for n in llm_nodes if n.lineage} == {
         load_prompt("condor/tree_expand", "en").sha
     }
@@ -157,16 +166,16 @@ def test_refined_answer_traces_back_to_its_tag_with_every_decision(data: Data):
 def test_draft_and_question_ids_trace_from_their_own_stage(data: Data):
     draft = data.row("draft_answers", data.en_tag)
     from_draft = trace(draft["id"], data.assets)  # the assets folder itself works too
-    assert [s.stage for s in from_draft.steps] == ["draft_answers", "raw_questions"]
+    assert [s.stage for s in from_draft.steps] == ["condor/draft_answers", "condor/raw_questions"]
     assert [s.id for s in from_draft.steps] == [draft["id"], draft["parent_id"]]
     assert from_draft.rounds == [] and from_draft.dedup and from_draft.dedup.kept
-    assert from_draft.tree[-1].node_id == data.en_tag
+    assert from_draft.origin_chain[-1].node_id == data.en_tag
 
     from_question = trace(draft["parent_id"], data.data_dir)
     assert [s.id for s in from_question.steps] == [draft["parent_id"]]
     assert from_question.steps[0].text == draft["question"]
     assert from_question.chain == from_draft.chain[1:]
-    assert from_question.steps[0].details["task"] == draft["task"]
+    assert from_question.origin["task"] == draft["origin"]["task"]
 
 
 def test_near_duplicate_question_shows_the_question_it_duplicates(data: Data):
@@ -188,30 +197,32 @@ def test_near_duplicate_question_shows_the_question_it_duplicates(data: Data):
 
 def test_tag_id_traces_its_tree_path(data: Data):
     found = trace(data.en_tag, data.data_dir)
-    assert found.stage == "knowledge_tree" and found.steps == []
-    assert found.tree[-1].node_id == data.en_tag and found.tag_path[0] == "Pets"
-    root = trace(found.tree[0].node_id, data.data_dir)
-    assert [n.name for n in root.tree] == ["Pets"] and root.chain == [found.tree[0].node_id]
+    assert found.stage == "condor/knowledge_tree" and found.steps == []
+    assert found.origin_chain[-1].node_id == data.en_tag and found.origin_path[0] == "Pets"
+    root = trace(found.origin_chain[0].node_id, data.data_dir)
+    assert [n.name for n in root.origin_chain] == ["Pets"] and root.chain == [
+        found.origin_chain[0].node_id
+    ]
 
 
 def test_cjk_tag_path_traces_end_to_end(data: Data, capsys: pytest.CaptureFixture[str]):
     refined = data.row("refined_answers", data.zh_tag)
     found = trace(refined["id"], data.data_dir)
     assert found.language == "zh"
-    assert found.tag_path == refined["tag_path"].split(" > ")
-    assert found.tag_path[0] == "人工智能" and found.tag_path[1].startswith("机器学习")
-    assert found.tree[-1].node_id == data.zh_tag
+    assert found.origin_path == refined["origin"]["tag_path"].split(" > ")
+    assert found.origin_path[0] == "人工智能" and found.origin_path[1].startswith("机器学习")
+    assert found.origin_chain[-1].node_id == data.zh_tag
     assert found.rounds[0].weaknesses == ["缺少例子"]
     assert found.rounds[0].critique_lineage.prompt_sha == load_prompt("shared/critique", "zh").sha
     assert found.steps[0].text.startswith("改进后的回答")
 
     assert main(["trace", refined["id"], "--data-dir", str(data.data_dir)]) == 0
     out = capsys.readouterr().out
-    assert " > ".join(found.tag_path) in out and "缺少例子" in out
+    assert " > ".join(found.origin_path) in out and "缺少例子" in out
     assert main(["trace", refined["id"], "--json", "--data-dir", str(data.data_dir)]) == 0
     out = capsys.readouterr().out
     assert "人工智能" in out  # not \\u-escaped
-    assert json.loads(out)["tag_path"] == found.tag_path
+    assert json.loads(out)["origin_path"] == found.origin_path
 
 
 def test_cli_prints_the_chain_stage_by_stage(data: Data, capsys: pytest.CaptureFixture[str]):
@@ -224,7 +235,7 @@ def test_cli_prints_the_chain_stage_by_stage(data: Data, capsys: pytest.CaptureF
     out = captured.out
     positions = [out.index(i) for i in found.chain]  # every id, rows then the tree leaf -> root
     assert positions[:3] == sorted(positions[:3])
-    assert " > ".join(found.tag_path) in out
+    assert " > ".join(found.origin_path) in out
     assert "weaknesses:\n        - no example" in out
     assert f"critique/en sha {load_prompt('shared/critique', 'en').sha}" in out
     assert f"questions/en sha {load_prompt('condor/questions', 'en').sha}" in out
@@ -259,7 +270,7 @@ def test_cli_json_has_the_same_chain(data: Data, capsys: pytest.CaptureFixture[s
 
     assert parsed == json.loads(json.dumps(trace_to_dict(found)))
     assert [s["id"] for s in parsed["steps"]] + [
-        n["node_id"] for n in reversed(parsed["tree"])
+        n["node_id"] for n in reversed(parsed["origin_chain"])
     ] == found.chain
     assert parsed["chain"] == found.chain
     assert parsed["dedup"]["kept"] is True
@@ -274,10 +285,16 @@ def test_cli_json_has_the_same_chain(data: Data, capsys: pytest.CaptureFixture[s
 @pytest.mark.parametrize(
     ("bad_id", "message"),
     [
-        ("r-00000000000000000000", "no row with id 'r-00000000000000000000' in {assets}/refined"),
-        ("a-123", "no row with id 'a-123' in {assets}/draft_answers (2 files)"),
-        ("q-ffffffffffffffffffff", "no row with id 'q-ffffffffffffffffffff' in {assets}/raw_"),
-        ("nope.12345678", "no node with id 'nope.12345678' in {assets}/knowledge_tree.parquet"),
+        (
+            "r-00000000000000000000",
+            "no row with id 'r-00000000000000000000' in {assets}/condor/refined",
+        ),
+        ("a-123", "no row with id 'a-123' in {assets}/condor/draft_answers (2 files)"),
+        (
+            "q-ffffffffffffffffffff",
+            "no row with id 'q-ffffffffffffffffffff' in {assets}/condor/raw_",
+        ),
+        ("nope.12345678", "'nope.12345678' is not in {assets}/condor/knowledge_tree.parquet ("),
         ("not an id!", "'not an id!' is not an id"),
     ],
 )
@@ -288,7 +305,7 @@ def test_unknown_id_exits_1_with_a_clear_message(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert message.format(assets=data.assets) in captured.err
-    assert "ids look like r-" in captured.err
+    assert "ids look like " in captured.err and "r-… (condor/refined_answers)" in captured.err
     assert "Traceback" not in captured.err
     with pytest.raises(TraceError) as raised:
         trace(bad_id, data.data_dir)
@@ -326,25 +343,25 @@ def test_default_data_dir_comes_from_the_environment(
 def test_a_missing_link_ends_the_chain_with_a_warning(data: Data, tmp_path: Path):
     copy = tmp_path / "assets"
     shutil.copytree(data.assets, copy)
-    (copy / "draft_answers" / f"{data.en_tag}.parquet").unlink()
+    (copy / "condor" / "draft_answers" / f"{data.en_tag}.parquet").unlink()
     refined = data.row("refined_answers", data.en_tag)
 
     found = trace(refined["id"], copy)
 
     # The refined row also names its question, so the chain skips the missing draft.
-    assert [s.stage for s in found.steps] == ["refined_answers", "raw_questions"]
+    assert [s.stage for s in found.steps] == ["condor/refined_answers", "condor/raw_questions"]
     assert [s.id for s in found.steps] == [refined["id"], refined["question_id"]]
     (warning,) = found.warnings
-    assert refined["parent_id"] in warning and str(copy / "draft_answers") in warning
+    assert refined["parent_id"] in warning and str(copy / "condor" / "draft_answers") in warning
     assert found.dedup is not None and found.dedup.kept
 
     # Without the question either, the chain stops at the refined answer.
-    (copy / "raw_questions" / f"{data.en_tag}.parquet").unlink()
+    (copy / "condor" / "raw_questions" / f"{data.en_tag}.parquet").unlink()
     alone = trace(refined["id"], copy)
     assert [s.id for s in alone.steps] == [refined["id"]]
     assert alone.dedup is None and "the chain stops there" in alone.warnings[0]
-    assert alone.tree[-1].node_id == data.en_tag
+    assert alone.origin_chain[-1].node_id == data.en_tag
     # The tag still resolves from the row itself.
-    assert found.tree[-1].node_id == data.en_tag
-    assert found.tag_path == refined["tag_path"].split(" > ")
+    assert found.origin_chain[-1].node_id == data.en_tag
+    assert found.origin_path == refined["origin"]["tag_path"].split(" > ")
     assert f"warning: {warning}" in format_trace(found)

@@ -9,25 +9,27 @@ import polars as pl
 import pytest
 
 from condor_dagster.methods.condor.card_figures import FIGURE_FILES, figure_card_lines, write_card_figures
-from condor_dagster.core.rows import DIFFICULTIES, TASK_TYPES
+from condor_dagster.methods.condor.records import DIFFICULTIES, TASK_TYPES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def samples(n: int = 42, *, kept_void: bool = True) -> pl.DataFrame:
-    rows = [
-        {
+    """Condor's decided candidates, origin flattened: a refine and a void row per question."""
+    rows = []
+    for i in range(n):
+        common = {
             # Chinese questions and answers: their text is measured, never drawn.
             "question": "如何训练小狗坐下？" * (1 + i % 5),
-            "answer": "首先准备零食。" * (3 + i % 7),
-            "draft_answer": "准备零食。" * (1 + i % 4),
             "task": TASK_TYPES[i % len(TASK_TYPES)],
             "difficulty": DIFFICULTIES[i % len(DIFFICULTIES)],
-            "kept_refine": i % 6 != 0,
-            "kept_void": kept_void,
         }
-        for i in range(n)
-    ]
+        rows.append(
+            {**common, "variant": "refine", "answer": "首先准备零食。" * (3 + i % 7), "kept": i % 6 != 0}
+        )
+        rows.append(
+            {**common, "variant": "void", "answer": "准备零食。" * (1 + i % 4), "kept": kept_void}
+        )
     return pl.DataFrame(rows)
 
 

@@ -14,7 +14,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from condor_dagster.core.export import drop_reason, with_keep_decisions
+from condor_dagster.core.export import with_keep_decisions
+from condor_dagster.core.quality import answer_drop_reason as drop_reason
 from condor_dagster.core.language import is_chinese, prompt_language
 from condor_dagster.core.llm import Completion, LLMRequest, SamplingParams
 from condor_dagster.core.quality import (
@@ -342,24 +343,31 @@ def test_both_export_variants_are_filtered_by_the_same_rules():
         "Thank you for the feedback!",
         "抱歉，我无法回答这个问题。",
     ]
-    samples = pl.DataFrame(
+    # Candidates in the long format: the refine rows carry `texts`, the void rows the reverse.
+    candidates = pl.DataFrame(
         {
-            "question_dup_reason": [None] * 5,
-            "answer": texts,
-            "truncated": [False] * 5,
-            "refine_finish_reason": ["stop"] * 5,
-            "draft_answer": texts[::-1],
-            "draft_truncated": [False] * 5,
-            "draft_finish_reason": ["stop"] * 5,
-            "language": ["en", "en", "en", "en", "zh"],
+            "question_id": [f"q{i}" for i in range(5)] * 2,
+            "variant": ["refine"] * 5 + ["void"] * 5,
+            "answer": texts + texts[::-1],
+            "truncated": [False] * 10,
+            "finish_reason": ["stop"] * 10,
+            "drop_reason": [None] * 10,
+            "language": ["en", "en", "en", "en", "zh"] * 2,
         },
+        schema_overrides={"drop_reason": pl.String},
+    )
+    decisions = pl.DataFrame(
+        {"question_id": [f"q{i}" for i in range(5)], "question_dup_reason": [None] * 5},
         schema_overrides={"question_dup_reason": pl.String},
     )
-    out = with_keep_decisions(samples)
+    out = with_keep_decisions(candidates, decisions)
     expected = [None, "refusal", "degenerate_repetition", "meta_commentary", "refusal"]
-    assert out["drop_reason_refine"].to_list() == expected
-    assert out["drop_reason_void"].to_list() == expected[::-1]
-    assert out["kept_refine"].to_list() == [True, False, False, False, False]
+    refine = out.filter(pl.col("variant") == "refine")
+    void = out.filter(pl.col("variant") == "void")
+    assert refine["drop_reason"].to_list() == expected
+    # The gates read every text with both languages' patterns, whatever its language field.
+    assert void["drop_reason"].to_list() == expected[::-1]
+    assert refine["kept"].to_list() == [True, False, False, False, False]
 
 
 def test_the_vocabulary_names_every_gate():
@@ -524,7 +532,7 @@ def _materialize_one_tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rewrit
         instance=instance,
         run_config={"ops": {"condor__knowledge_tree": {"config": tree_config}}},
     )
-    leaves = pl.read_parquet(assets_dir / "knowledge_tree.parquet").filter(pl.col("is_leaf"))
+    leaves = pl.read_parquet(assets_dir / "condor" / "knowledge_tree.parquet").filter(pl.col("is_leaf"))
     (key,) = leaves["node_id"].to_list()
     instance.add_dynamic_partitions("tags", [key])
     tags = dg.materialize(
@@ -548,10 +556,10 @@ def test_assets_drop_and_count_each_gate(tmp_path: Path, monkeypatch: pytest.Mon
 
     # Two levels, each asked once: both echoes and the root repeat are dropped at each.
     expected_tree = {"echoes_instructions": 4, "repeats_ancestor": 2}
-    assert _meta(tree, "knowledge_tree")["dropped_names"] == expected_tree
-    assert _meta(tree, "knowledge_tree")["dropped_by_reason"] == expected_tree
+    assert _meta(tree, "condor__knowledge_tree")["dropped_names"] == expected_tree
+    assert _meta(tree, "condor__knowledge_tree")["dropped_by_reason"] == expected_tree
 
-    raw = pl.read_parquet(assets_dir / f"raw_questions/{key}.parquet")
+    raw = pl.read_parquet(assets_dir / f"condor/raw_questions/{key}.parquet")
     assert Counter(raw["drop_reason"].fill_null("kept")) == {
         "kept": 7,
         "not_a_question": 7,
@@ -560,41 +568,43 @@ def test_assets_drop_and_count_each_gate(tmp_path: Path, monkeypatch: pytest.Mon
     assert set(raw.filter(pl.col("drop_reason") == "not_a_question")["text"]) == {
         "You should answer the question,"
     }
-    raw_meta = _meta(tags, "raw_questions")
+    raw_meta = _meta(tags, "condor__raw_questions")
     assert raw_meta["kept"] == 7
     assert raw_meta["dropped_by_reason"] == {"not_a_question": 7, "degenerate_repetition": 7}
 
     # Dedup carries the reasons, never keeps or embeds those rows, and counts them.
-    dedup = pl.read_parquet(assets_dir / f"deduplicated_questions/{key}.parquet")
+    dedup = pl.read_parquet(assets_dir / f"condor/deduplicated_questions/{key}.parquet")
     gated = dedup.filter(pl.col("drop_reason").is_in(["not_a_question", "degenerate_repetition"]))
     assert gated.height == 14 and not gated["kept"].any() and gated["embedding"].null_count() == 14
-    dedup_meta = _meta(tags, "deduplicated_questions")["dropped_by_reason"]
+    dedup_meta = _meta(tags, "condor__deduplicated_questions")["dropped_by_reason"]
     assert dedup_meta["not_a_question"] == 7 and dedup_meta["degenerate_repetition"] == 7
 
     # Only real questions reached the drafts; every rewrite lost its preamble.
-    drafts = pl.read_parquet(assets_dir / f"draft_answers/{key}.parquet")
+    drafts = pl.read_parquet(assets_dir / f"condor/draft_answers/{key}.parquet")
     assert drafts["question"].str.starts_with("Why does plan").all()
-    refined = pl.read_parquet(assets_dir / f"refined_answers/{key}.parquet")
+    refined = pl.read_parquet(assets_dir / f"condor/refined_answers/{key}.parquet")
     assert refined["answer"].str.starts_with("Walk the dog daily").all()
     preambles = refined["rounds"].list.eval(pl.element().struct.field("stripped_preamble"))
     assert set(preambles.explode()) == {"Sure! Here is the improved answer:"}
-    refined_meta = _meta(tags, "refined_answers")
-    assert refined_meta["preambles_stripped"] == refined.height == refined_meta["kept"]
-    assert refined_meta["dropped_by_reason"] == {}
+    refined_meta = _meta(tags, "condor__refined_answers")
+    assert refined_meta["preambles_stripped"] == refined.height == refined_meta["rewrites_used"]
+    assert refined_meta["rewrites_refused_by_reason"] == {}
 
 
 def test_an_only_meta_rewrite_leaves_the_draft(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     rewrite = "Thank you for the feedback! I have revised my answer accordingly."
     _, tags, assets_dir, key = _materialize_one_tag(tmp_path, monkeypatch, rewrite)
-    refined = pl.read_parquet(assets_dir / f"refined_answers/{key}.parquet")
+    refined = pl.read_parquet(assets_dir / f"condor/refined_answers/{key}.parquet")
     assert refined.height > 0
     assert refined["answer"].to_list() == refined["draft_answer"].to_list()
     assert (refined["stop_reason"] == "rewrite_failed").all()
     problems = refined["rounds"].list.eval(pl.element().struct.field("rewrite_problem"))
     assert set(problems.explode()) == {"meta_commentary"}
-    meta = _meta(tags, "refined_answers")
-    assert meta["dropped_by_reason"] == {"meta_commentary": refined.height}
-    assert meta["kept"] == 0
+    meta = _meta(tags, "condor__refined_answers")
+    assert meta["rewrites_refused_by_reason"] == {"meta_commentary": refined.height}
+    assert meta["rewrites_used"] == 0
+    # The drafts stand, and they are fine answers: every row stays a candidate.
+    assert meta["kept"] == refined.height and meta["dropped_by_reason"] == {}
 
 
 # ---- gates added after reading the real SmolLM2 outputs --------------------------------------

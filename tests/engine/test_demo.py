@@ -51,11 +51,11 @@ def test_demo_command_runs_the_pipeline_on_the_real_model(tmp_path, smollm2_mode
         assert f"{stage}: " in out, stage
     assert "dagster dev -w workspace.yaml" in out and "SmolLM2-135M-Instruct" in out
     assets = home / "data" / "assets"
-    tags = sorted(p.stem for p in (assets / "raw_questions").glob("*.parquet"))
+    tags = sorted(p.stem for p in (assets / "condor" / "raw_questions").glob("*.parquet"))
     assert 1 <= len(tags) <= 2
     for stage in stages[1:]:
         assert sorted(p.stem for p in (assets / stage).glob("*.parquet")) == tags, stage
-    assert (assets / "knowledge_tree.parquet").is_file()
+    assert (assets / "condor" / "knowledge_tree.parquet").is_file()
     exports = home / "data" / "exports"
     for name in ("README.md", "sft_refine.messages.jsonl", "sft_void.sharegpt.jsonl"):
         assert (exports / name).is_file(), name

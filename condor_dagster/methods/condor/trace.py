@@ -4,6 +4,8 @@ judgments (j-) point at their refined answer. Tag ids trace as a tree path alone
 
 from __future__ import annotations
 
+import polars as pl
+
 from condor_dagster.core.tag_ids import PARTITION_KEY_PATTERN
 from condor_dagster.core.trace import (
     Finder,
@@ -81,8 +83,9 @@ def tree_chain(finder: Finder, node_id: str) -> list[OriginStep]:
             if not chain and finder.store.exists([METHOD, "raw_questions"], current):
                 extra = "; its raw_questions partition exists, so the tree was rebuilt without it"
             finder.warnings.append(
-                f"{what} {current!r} is not in {finder.where(TREE)} (the tree was rebuilt "
-                f"without it?): the path stops there{extra}"
+                f"{what} {current!r} is not in {finder.where(TREE)} "
+                f"({_nodes(finder)} nodes; the tree was rebuilt without it?): the path stops "
+                f"there{extra}"
             )
             break
         chain.append(
@@ -102,12 +105,18 @@ def tree_chain(finder: Finder, node_id: str) -> list[OriginStep]:
     return chain
 
 
+def _nodes(finder: Finder) -> int:
+    return finder.store.scan(list(TREE)).select(pl.len()).collect().item()
+
+
 register(
     TraceMethod(
         method=METHOD,
         origin_chain=tree_chain,
         origin_id=PARTITION_KEY_PATTERN,
         origin_label="tag",
+        origin_stage="/".join(TREE),
+        partition_is_origin=True,
     ),
     STAGES,
 )
