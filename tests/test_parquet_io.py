@@ -115,13 +115,14 @@ def test_range_run_writes_one_file_per_partition_and_downstream_gets_a_dict(
         stored_answers = pl.read_parquet(base / "answers" / f"{key}.parquet")
         assert stored_answers["answer"].to_list() == ["ok"] * make_frame(key).height
 
-    # Each partition's materialization reports its own file and row count.
+    # Each partition has its materialization; the IO manager records the asset's folder and
+    # the totals (a stage adds each partition's own counts through the public
+    # AssetExecutionContext.add_asset_metadata: tests/assets/test_condor_void.py checks them).
     events = {str(e.partition): e for e in result.asset_materializations_for_node("questions")}
     assert sorted(events) == TAG_KEYS
-    for key, event in events.items():
-        assert event.metadata["path"].value == str(base / "questions" / f"{key}.parquet")
-        assert event.metadata["dagster/row_count"].value == make_frame(key).height
-        assert [name for name, _ in schema_columns(event)] == make_frame(key).columns
+    for event in events.values():
+        assert event.metadata["path"].value == str(base / "questions")
+        assert event.metadata["partitions_written"].value == len(TAG_KEYS)
         assert event.metadata["total_row_count"].value == sum(
             make_frame(k).height for k in TAG_KEYS
         )

@@ -33,8 +33,8 @@ def test_one_round_critiques_then_rewrites_every_draft(scripted_world: CondorWor
     (round_one,) = row["rounds"]
     assert round_one["weaknesses"] == ["no example"]
     assert round_one["suggestions"] == ["add an example"]
-    assert round_one["critique_lineage"]["prompt_name"] == "critique/en"
-    assert round_one["answer_lineage"]["prompt_name"] == "refine/en"
+    assert round_one["critique_lineage"]["prompt_name"] == "shared/critique/en"
+    assert round_one["answer_lineage"]["prompt_name"] == "shared/refine/en"
     assert row["answer"] == round_one["answer"] and row["answer"].startswith("Improved")
     draft = drafts.filter(pl.col("id") == row["parent_id"]).row(0, named=True)
     assert row["draft_answer"] == draft["answer"] and row["question"] == draft["question"]
@@ -83,7 +83,17 @@ def test_unusable_critique_stops_the_row_with_a_reason(tmp_path, monkeypatch):
 
 def test_refine_request_presents_the_critique_as_user_feedback():
     draft = DraftToRefine(
-        "a-1", "q-1", "t", "Pets > Dogs", "view", "easy", "en", "Why?", "Because.", False
+        {
+            "id": "a-1",
+            "parent_id": "q-1",
+            "method": "condor",
+            "partition_key": "t",
+            "language": "en",
+            "origin": {"tag_path": "Pets > Dogs", "task": "view", "difficulty": "easy"},
+            "question": "Why?",
+            "answer": "Because.",
+            "truncated": False,
+        }
     )
     critique = Critique(strengths=["short"], weaknesses=["no reason"], suggestions=["explain"])
     request = refine_request(_State(draft, draft.draft_answer), critique, SamplingParams())

@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from importlib.resources import files
 
 import dagster as dg
 import polars as pl
 import pytest
 
 from condor_dagster.core.dedup_frame import dedup_frame
-from condor_dagster.core.prompts import code_version, load_prompt, parse_prompt, prompts_sha
+from condor_dagster.core.prompts import (
+    code_version,
+    load_prompt,
+    parse_prompt,
+    prompt_folder,
+    prompts_sha,
+)
 from condor_dagster.core.tag_ids import PARTITION_KEY_PATTERN
 from condor_dagster.methods.condor.raw_questions import RawQuestionsConfig, raw_questions
 from condor_dagster.methods.condor.records import DIFFICULTIES, TASK_TYPES
@@ -60,13 +65,17 @@ def test_whole_chain_in_one_multi_partition_run(scripted_world: CondorWorld):
     raw_meta = run.asset_materializations_for_node("condor__raw_questions")[0].metadata
     assert raw_meta["requests"].value == 8 * 7
     assert raw_meta["rows_per_partition"].value == dict.fromkeys(keys, 21)
+    # Each partition's materialization carries its own row count.
+    for event in run.asset_materializations_for_node("condor__draft_answers"):
+        stored = world.read("draft_answers", str(event.partition))
+        assert event.metadata["dagster/partition_row_count"].value == stored.height
 
     for key in keys:
         raw = world.read("raw_questions", key)
         assert raw.height == 21
-        assert Counter(zip(raw["task"], raw["difficulty"], strict=True)) == Counter(
-            (t, d) for t in TASK_TYPES for d in DIFFICULTIES
-        )
+        origin = raw["origin"].struct
+        tasks = zip(origin.field("task"), origin.field("difficulty"), strict=True)
+        assert Counter(tasks) == Counter((t, d) for t in TASK_TYPES for d in DIFFICULTIES)
         assert set(raw["parent_id"]) == {key}
         assert raw["lineage"].struct.field("run_id").unique().to_list() == [run.run_id]
         assert raw["lineage"].struct.field("prompt_sha").unique().to_list() == [
@@ -82,7 +91,8 @@ def test_whole_chain_in_one_multi_partition_run(scripted_world: CondorWorld):
     checks = {
         (e.asset_key.path[-1], e.check_name): e.passed for e in run.get_asset_check_evaluations()
     }
-    assert all(checks.values()) and len(checks) == 9
+    # 9 Condor checks and the candidates' contract check.
+    assert all(checks.values()) and len(checks) == 10
 
 
 def test_incremental_new_root_adds_only_its_tags(tmp_path, monkeypatch):
@@ -259,7 +269,7 @@ def test_prompt_edit_changes_code_version():
         [prompts_sha("condor/questions")], settings
     )
     template = load_prompt("condor/questions", "en")
-    raw = (files("condor_dagster") / "prompts" / "en" / "questions.yaml").read_bytes()
+    raw = (prompt_folder("condor") / "en" / "questions.yaml").read_bytes()
     edited = raw.replace(b"realistic questions", b"realistic, specific questions")
     assert edited != raw
     assert parse_prompt(raw).sha == template.sha
@@ -324,7 +334,8 @@ def test_chinese_roots_use_chinese_prompts_and_the_markup_fallback(tmp_path, mon
     assert world.materialize_tags(keys, run_config=config).success
     raw = world.read("raw_questions", keys[0])
     assert raw["drop_reason"].null_count() == 21  # all parsed from the [Easy] markup
-    assert raw.filter(pl.col("difficulty") == "easy")["text"].str.starts_with("小狗").all()
-    assert raw["lineage"].struct.field("prompt_name").unique().to_list() == ["questions/zh"]
+    easy = raw.filter(pl.col("origin").struct.field("difficulty") == "easy")
+    assert easy["text"].str.starts_with("小狗").all()
+    assert raw["lineage"].struct.field("prompt_name").unique().to_list() == ["condor/questions/zh"]
     answers = world.read("draft_answers", keys[0])
-    assert answers["lineage"].struct.field("prompt_name").unique().to_list() == ["answer/zh"]
+    assert answers["lineage"].struct.field("prompt_name").unique().to_list() == ["shared/answer/zh"]

@@ -112,7 +112,9 @@ def _materialize(home: Path, data: Path, server: VLLMServerProcess) -> dict[str,
             [knowledge_tree],
             resources=resources,
             instance=instance,
-            run_config={"ops": {"condor__knowledge_tree": {"config": {"taxonomy_path": str(taxonomy)}}}},
+            run_config={
+                "ops": {"condor__knowledge_tree": {"config": {"taxonomy_path": str(taxonomy)}}}
+            },
         )
         assert tree.success
 
@@ -137,7 +139,8 @@ def _materialize(home: Path, data: Path, server: VLLMServerProcess) -> dict[str,
         )
         assert run.success
         rows = {
-            k: pl.read_parquet(assets_dir / "condor" / "raw_questions" / f"{k}.parquet").height for k in chosen
+            k: pl.read_parquet(assets_dir / "condor" / "raw_questions" / f"{k}.parquet").height
+            for k in chosen
         }
         return {"tags": tags, "materialized": chosen, "raw_rows": rows}
 

@@ -8,7 +8,11 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from condor_dagster.methods.condor.card_figures import FIGURE_FILES, figure_card_lines, write_card_figures
+from condor_dagster.methods.condor.card_figures import (
+    FIGURE_FILES,
+    figure_card_lines,
+    write_card_figures,
+)
 from condor_dagster.methods.condor.records import DIFFICULTIES, TASK_TYPES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -25,7 +29,12 @@ def samples(n: int = 42, *, kept_void: bool = True) -> pl.DataFrame:
             "difficulty": DIFFICULTIES[i % len(DIFFICULTIES)],
         }
         rows.append(
-            {**common, "variant": "refine", "answer": "首先准备零食。" * (3 + i % 7), "kept": i % 6 != 0}
+            {
+                **common,
+                "variant": "refine",
+                "answer": "首先准备零食。" * (3 + i % 7),
+                "kept": i % 6 != 0,
+            }
         )
         rows.append(
             {**common, "variant": "void", "answer": "准备零食。" * (1 + i % 4), "kept": kept_void}

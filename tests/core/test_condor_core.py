@@ -7,8 +7,8 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from condor_dagster.core.llm import Completion, LLMRequest, SamplingParams
 from condor_dagster.core.dedup_frame import DedupRow
+from condor_dagster.core.llm import Completion, LLMRequest, SamplingParams
 from condor_dagster.core.prompts import LANGUAGES, load_prompt
 from condor_dagster.core.rows import arrow_schema, rows_to_frame
 from condor_dagster.methods.condor.questions import TASK_DESCRIPTIONS, parse_question_markup
@@ -120,7 +120,7 @@ def test_expansion_keeps_user_levels_and_records_every_dropped_name():
     leaves = {n.name for n in result.nodes if n.is_leaf}
     assert leaves == {"Dogs", "Visa rules 2026", "Hiking", "Food"}
     assert all(
-        result.lineage[n.node_id].prompt_name == "tree_expand/en"
+        result.lineage[n.node_id].prompt_name == "condor/tree_expand/en"
         for n in result.nodes
         if n.source == "llm"
     )

@@ -15,7 +15,6 @@ import polars as pl
 import pytest
 
 from condor_dagster.core.export import with_keep_decisions
-from condor_dagster.core.quality import answer_drop_reason as drop_reason
 from condor_dagster.core.language import is_chinese, prompt_language
 from condor_dagster.core.llm import Completion, LLMRequest, SamplingParams
 from condor_dagster.core.quality import (
@@ -26,14 +25,39 @@ from condor_dagster.core.quality import (
     strip_meta_preamble,
     tree_name_problem,
 )
+from condor_dagster.core.quality import answer_drop_reason as drop_reason
+from condor_dagster.core.refine import Critique, DraftToRefine, refine_answers, rewrite_gate
 from condor_dagster.methods.condor.questions import Tag, question_jobs, question_rows
-from condor_dagster.core.refine import Critique
 from condor_dagster.methods.condor.records import QuestionTriple, TagNames
-from condor_dagster.core.refine import DraftToRefine, refine_answers, rewrite_gate
 from condor_dagster.methods.condor.taxonomy import TreeNode
 from condor_dagster.methods.condor.tree import expand_tree, expansion_request
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "smollm2_outputs.json"
+
+
+def draft_to_refine(
+    *,
+    language: str = "en",
+    question: str = "How often should I walk my dog?",
+    answer: str = "Walk your dog.",
+) -> DraftToRefine:
+    """A draft_answers row (contract fields, Condor origin) ready to refine."""
+    return DraftToRefine(
+        {
+            "id": "a-1",
+            "parent_id": "q-1",
+            "method": "condor",
+            "partition_key": "pets.12345678",
+            "language": language,
+            "origin": {"tag_path": "Pets", "task": "daily_chat", "difficulty": "easy"},
+            "question": question,
+            "answer": answer,
+            "truncated": False,
+            "drop_reason": None,
+        }
+    )
+
+
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
 
@@ -416,7 +440,7 @@ def test_question_rows_keep_non_questions_with_their_reason():
         hard="猫为什么喜欢睡觉",
     )
     rows = question_rows(jobs, [_completion("{}", triple)], structured=True, run_id="r", now=NOW)
-    assert [(r.difficulty, r.drop_reason) for r in rows] == [
+    assert [(r.origin.difficulty, r.drop_reason) for r in rows] == [
         ("easy", "not_a_question"),
         ("medium", "degenerate_repetition"),
         ("hard", None),
@@ -426,18 +450,7 @@ def test_question_rows_keep_non_questions_with_their_reason():
 
 
 def _refine(rewrite: str, language: str = "en") -> Any:
-    draft = DraftToRefine(
-        draft_id="a-1",
-        question_id="q-1",
-        tag_id="pets.12345678",
-        tag_path="Pets",
-        task="daily_chat",
-        difficulty="easy",
-        language=language,
-        question="How often should I walk my dog?",
-        draft_answer="Walk your dog.",
-        draft_truncated=False,
-    )
+    draft = draft_to_refine(language=language)
     critique = '{"strengths": ["short"], "weaknesses": ["vague"], "suggestions": ["be specific"]}'
 
     def generate(requests: Sequence[LLMRequest]) -> list[Completion]:
@@ -532,7 +545,9 @@ def _materialize_one_tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rewrit
         instance=instance,
         run_config={"ops": {"condor__knowledge_tree": {"config": tree_config}}},
     )
-    leaves = pl.read_parquet(assets_dir / "condor" / "knowledge_tree.parquet").filter(pl.col("is_leaf"))
+    leaves = pl.read_parquet(assets_dir / "condor" / "knowledge_tree.parquet").filter(
+        pl.col("is_leaf")
+    )
     (key,) = leaves["node_id"].to_list()
     instance.add_dynamic_partitions("tags", [key])
     tags = dg.materialize(
@@ -678,18 +693,7 @@ def test_a_helpful_answer_is_not_an_echo():
 
 
 def test_a_degenerate_critique_stops_refinement_and_the_draft_stands():
-    draft = DraftToRefine(
-        draft_id="a-1",
-        question_id="q-1",
-        tag_id="pets.12345678",
-        tag_path="Pets",
-        task="daily_chat",
-        difficulty="easy",
-        language="zh",
-        question="猫为什么喜欢睡觉？",
-        draft_answer="猫每天要睡很久。",
-        draft_truncated=False,
-    )
+    draft = draft_to_refine(language="zh", question="猫为什么喜欢睡觉？", answer="猫每天要睡很久。")
     # The schema allows 5 items a list: the loop runs on across lists, as the model's did.
     critique = Critique(strengths=["福制"] * 5, weaknesses=["福制", "精票"], suggestions=[])
 

@@ -32,24 +32,25 @@ NOW = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
 
 def pair(n: int = 1, *, rewritten: bool = True, language: str = "en", **kw: str) -> PairToJudge:
-    fields = {
-        "task": "view",
-        "difficulty": "easy",
-        "question": f"Why {n}?",
-        "draft_answer": f"Draft {n}.",
-        "refined_answer": f"Refined {n}." if rewritten else f"Draft {n}.",
-        **kw,
+    """A refined_answers row (the contract fields and Condor's origin) as a pair."""
+    row = {
+        "id": f"r-{n}",
+        "parent_id": f"a-{n}",
+        "question_id": f"q-{n}",
+        "method": "condor",
+        "partition_key": "pets.00000001",
+        "language": language,
+        "origin": {
+            "tag_path": "Pets > Dogs",
+            "task": kw.pop("task", "view"),
+            "difficulty": kw.pop("difficulty", "easy"),
+        },
+        "question": kw.pop("question", f"Why {n}?"),
+        "draft_answer": kw.pop("draft_answer", f"Draft {n}."),
+        "answer": kw.pop("refined_answer", f"Refined {n}." if rewritten else f"Draft {n}."),
     }
-    return PairToJudge(
-        refined_id=f"r-{n}",
-        draft_id=f"a-{n}",
-        question_id=f"q-{n}",
-        tag_id="pets.00000001",
-        tag_path="Pets > Dogs",
-        language=language,
-        rewritten=rewritten,
-        **fields,
-    )
+    assert not kw, f"unknown pair fields {kw}"
+    return PairToJudge(row=row, rewritten=rewritten)
 
 
 def scripted(verdicts: dict[tuple[str, str], str]):
@@ -181,7 +182,7 @@ def test_pairs_are_judged_in_both_orders_and_mapped_back():
     assert first.draft_first is not None and first.refined_first is not None
     assert (first.draft_first.verdict, first.draft_first.winner) == ("B", "refined")
     assert (first.refined_first.verdict, first.refined_first.winner) == ("A", "refined")
-    assert first.draft_first.lineage.prompt_name == "judge/en"
+    assert first.draft_first.lineage.prompt_name == "condor/judge/en"
     assert first.draft_first.lineage.model == "judge-model"
     assert rows[5].draft_first is None and rows[5].refined_first is None and rows[5].error is None
     assert rows[6].error is not None and rows[6].error.startswith("draft_first: invalid_json")
@@ -221,7 +222,10 @@ def test_disabled_judge_sends_nothing():
         now=NOW,
     )
     assert seen == [] and [r.outcome for r in rows] == ["disabled", "disabled"]
-    assert summarize((r.task, r.difficulty, r.outcome) for r in rows).overall.win_rate is None
+    assert (
+        summarize((r.origin.task, r.origin.difficulty, r.outcome) for r in rows).overall.win_rate
+        is None
+    )
 
 
 def test_pair_counts_as_rewritten_only_when_a_round_changed_the_answer():

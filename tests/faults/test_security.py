@@ -11,10 +11,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from condor_dagster.methods.dataset import sft_dataset
-from condor_dagster.methods.condor.assets import CONDOR_ASSETS, TAG_ASSETS
 from condor_dagster.core.tag_ids import PARTITION_KEY_PATTERN
+from condor_dagster.methods.condor.assets import CONDOR_ASSETS, TAG_ASSETS
 from condor_dagster.methods.condor.taxonomy import PATH_TEXT_SEPARATOR, load_taxonomy
+from condor_dagster.methods.dataset import sft_dataset
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.parquet_io import ParquetIOManager
 from condor_dagster.resources.scripted_llm import ScriptedLLMResource, ScriptRule
@@ -109,7 +109,8 @@ def test_tags_named_like_paths_stay_inside_the_data_directory(deployment: Deploy
 
     # The names live on as data, never as paths.
     questions = pl.concat(
-        pl.read_parquet(deployment.assets_dir / "condor" / "raw_questions" / f"{k}.parquet") for k in keys
+        pl.read_parquet(deployment.assets_dir / "condor" / "raw_questions" / f"{k}.parquet")
+        for k in keys
     )
     assert sorted(questions["tag_path"].unique().to_list()) == sorted(
         PATH_TEXT_SEPARATOR.join(["Security", name]) for name in PATH_LIKE

@@ -20,8 +20,8 @@ import polars as pl
 import pytest
 from dagster._utils.error import SerializableErrorInfo
 
-from condor_dagster.methods.condor.assets import knowledge_tree, raw_questions
 from condor_dagster.core.llm import LLMRequest, SamplingParams
+from condor_dagster.methods.condor.assets import knowledge_tree, raw_questions
 from condor_dagster.resources.openai_server import LLMServerError, OpenAIServerResource
 from condor_dagster.resources.parquet_io import ParquetIOManager
 from condor_dagster.resources.vllm_server_process import VLLMServerProcess

@@ -242,4 +242,6 @@ def write_taxonomy(
 
 
 def tree_run_config(taxonomy: Path) -> dict[str, Any]:
-    return {"ops": {"condor__knowledge_tree": {"config": {"taxonomy_path": str(taxonomy), "depth": 2}}}}
+    return {
+        "ops": {"condor__knowledge_tree": {"config": {"taxonomy_path": str(taxonomy), "depth": 2}}}
+    }
