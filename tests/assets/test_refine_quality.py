@@ -57,7 +57,7 @@ def one_tag(
     world.sync_tags()
     (key,) = world.tags()
     run = dg.materialize(
-        CONDOR_ASSETS,
+        [*CONDOR_ASSETS, sft_dataset],
         selection=selection,
         resources=world.resources,
         instance=world.instance,
@@ -74,7 +74,7 @@ def one_tag(
 
 def export(world: CondorWorld, out: Path) -> dg.ExecuteInProcessResult:
     run = dg.materialize(
-        CONDOR_ASSETS,
+        [*CONDOR_ASSETS, sft_dataset],
         selection=[sft_dataset],
         resources=world.resources,
         instance=world.instance,
@@ -92,8 +92,8 @@ def metadata(run: dg.ExecuteInProcessResult, node: str) -> dict[str, Any]:
 def test_judge_in_both_orders_gives_win_rates_in_metadata_and_card(tmp_path, monkeypatch):
     world = world_with(tmp_path, monkeypatch, JUDGE_RULES)
     key, run = one_tag(world)
-    refined = world.read("refined_answers", key)
-    quality = world.read("refine_quality", key)
+    refined = world.read("refined_answers", key).unnest("origin")
+    quality = world.read("refine_quality", key).unnest("origin")
     assert sorted(quality["parent_id"]) == sorted(refined["id"])
     assert quality["id"].str.starts_with("j-").all() and quality["id"].n_unique() == quality.height
 
@@ -109,14 +109,14 @@ def test_judge_in_both_orders_gives_win_rates_in_metadata_and_card(tmp_path, mon
     easy = quality.filter(pl.col("difficulty") == "easy").row(0, named=True)
     assert (easy["draft_first"]["verdict"], easy["draft_first"]["winner"]) == ("B", "refined")
     assert (easy["refined_first"]["verdict"], easy["refined_first"]["winner"]) == ("A", "refined")
-    assert easy["draft_first"]["lineage"]["prompt_name"] == "judge/en"
+    assert easy["draft_first"]["lineage"]["prompt_name"] == "condor/judge/en"
     assert easy["refined_first"]["lineage"]["run_id"] == run.run_id
     parent = refined.filter(pl.col("id") == easy["parent_id"]).row(0, named=True)
     assert easy["draft_id"] == parent["parent_id"] and easy["question_id"] == parent["question_id"]
     hard = quality.filter(pl.col("difficulty") == "hard").row(0, named=True)
     assert hard["draft_first"] is None and hard["refined_first"] is None
 
-    meta = metadata(run, "refine_quality")
+    meta = metadata(run, "condor__refine_quality")
     judged = n_easy + n_medium
     assert meta["requests"] == 2 * judged  # the unrewritten rows sent nothing
     assert (meta["judged"], meta["refined_wins"], meta["draft_wins"]) == (judged, n_easy, 0)
@@ -161,9 +161,9 @@ def test_judge_in_both_orders_gives_win_rates_in_metadata_and_card(tmp_path, mon
     # The pictures: beside the card, linked relatively, valid PNGs, listed in the metadata.
     files = metadata(exported, "sft_dataset")["files"]
     for name, file in FIGURE_FILES.items():
-        path = out / file
-        assert f"]({file})" in card
-        assert files[f"figure_{name}"] == str(path)
+        path = out / "condor" / file
+        assert f"](condor/{file})" in card
+        assert files[f"condor_{name}"] == str(path)
         data = path.read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 1000
         from matplotlib import image
@@ -178,7 +178,7 @@ def test_invalid_verdicts_are_judge_failed_and_counted(tmp_path, monkeypatch):
     quality = world.read("refine_quality", key)
     assert quality.height > 0 and (quality["outcome"] == "judge_failed").all()
     assert quality["error"].str.contains("schema_mismatch").all()
-    meta = metadata(run, "refine_quality")
+    meta = metadata(run, "condor__refine_quality")
     assert meta["judge_failed"] == quality.height and meta["judged"] == 0
     assert meta["win_rate"] is None and meta["parse_failures"] == 2 * quality.height
     out = tmp_path / "exports"

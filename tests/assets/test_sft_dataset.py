@@ -8,8 +8,9 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
-from polars.testing import assert_frame_equal
 
+from condor_dagster.core.candidates import CANDIDATE_COLUMNS
+from condor_dagster.core.export import DECISION_COLUMNS
 from condor_dagster.methods.condor.assets import CONDOR_ASSETS
 from condor_dagster.methods.dataset import sft_dataset
 from condor_dagster.resources.scripted_llm import ScriptRule
@@ -19,7 +20,7 @@ from .conftest import SCRIPTED_RULES, CondorWorld, make_world, scripted_llm
 
 def export(world: CondorWorld, out: Path, **config: object) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        CONDOR_ASSETS,
+        [*CONDOR_ASSETS, sft_dataset],
         selection=[sft_dataset],
         resources=world.resources,
         instance=world.instance,
@@ -58,69 +59,78 @@ def test_exports_from_several_partitions_round_trip_through_datasets(tmp_path, m
     samples = world.read("sft_dataset")
     assert set(samples["partition_key"]) == set(keys[:5])  # missing partitions are skipped
 
-    # The asset scans the stored partitions lazily; the eager reading of the same files gives
-    # the same rows, order, columns and values.
-    refined, drafts = (
-        pl.concat([world.read(asset, key) for key in keys[:5]], how="vertical_relaxed")
-        for asset in ("refined_answers", "draft_answers")
+    # One row per candidate of every materialized partition, in the mixed schema.
+    candidates = pl.concat([world.read("sft_candidates", key) for key in keys[:5]])
+    assert sorted(samples.select("id", "variant").rows()) == sorted(
+        candidates.select("id", "variant").rows()
     )
-    draft_cols = drafts.select(
-        pl.col("id").alias("parent_id"),
-        pl.col("truncated").alias("draft_truncated"),
-        pl.col("lineage").struct.field("finish_reason").alias("draft_finish_reason"),
-        pl.col("lineage").alias("draft_lineage"),
-    )
-    expected = refined.join(draft_cols, on="parent_id", how="left").sort("id")
     assert samples.columns == [
-        *expected.columns,
-        *("refine_finish_reason", "root_domain", "question_dup_reason", "question_dup_of"),
-        *("question_similarity", "dedup_index", "drop_reason_refine", "kept_refine"),
-        *("drop_reason_void", "kept_void"),
+        *(c for c in CANDIDATE_COLUMNS if c != "origin"),
+        "origin",
+        *DECISION_COLUMNS,
     ]
-    assert_frame_equal(samples.select(expected.columns), expected)
+    assert set(samples["variant"]) == {"refine", "void"} and set(samples["method"]) == {"condor"}
+    # Both variants of a question share the refined answer's id and carry their own answer.
+    refined = pl.concat([world.read("refined_answers", key) for key in keys[:5]])
+    by_id = {r["id"]: r for r in refined.iter_rows(named=True)}
+    for row in samples.iter_rows(named=True):
+        source = by_id[row["id"]]
+        expected = source["answer"] if row["variant"] == "refine" else source["draft_answer"]
+        assert row["answer"] == expected and row["question"] == source["question"]
 
     # The puppy question is asked under every tag: only the smallest question id survives.
     puppy = samples.filter(pl.col("question").str.contains("puppy"))
-    assert puppy.filter(pl.col("kept_refine"))["question_id"].to_list() == [
+    assert puppy.filter(pl.col("kept"))["question_id"].unique().to_list() == [
         min(puppy["question_id"])
     ]
-    assert set(puppy.filter(~pl.col("kept_refine"))["drop_reason_refine"]) == {
-        "cross_tag_duplicate"
-    }
+    assert set(puppy.filter(~pl.col("kept"))["drop_reason"]) == {"cross_partition_duplicate"}
 
     for variant in ("refine", "void"):
-        kept = samples.filter(pl.col(f"kept_{variant}"))
-        parquet = pl.read_parquet(out / f"sft_{variant}.parquet")
-        assert sorted(parquet["id"]) == sorted(kept["id"])
-        answer_col = "answer" if variant == "refine" else "draft_answer"
-        lineage = pl.exclude("id", "question", "answer", "draft_answer")
-        assert_frame_equal(
-            parquet,
-            kept.select("id", "question", pl.col(answer_col).alias("answer"), lineage),
+        kept = samples.filter(pl.col("kept") & (pl.col("variant") == variant))
+        per_method = pl.read_parquet(out / "condor" / f"sft_{variant}.parquet")
+        assert sorted(per_method["id"]) == sorted(kept["id"])
+        assert per_method.sort("id")["answer"].to_list() == kept.sort("id")["answer"].to_list()
+        # The origin struct comes out as columns, beside Condor's own ones and the lineage.
+        assert {"tag_path", "task", "difficulty", "tag_id", "question_id", "lineage"} <= set(
+            per_method.columns
         )
-        assert {"draft_lineage", "rounds", "tag_path", "question_id"} <= set(parquet.columns)
-        messages = load_dataset(
-            "json", data_files=str(out / f"sft_{variant}.messages.jsonl"), split="train"
+        assert ("rounds" in per_method.columns) and "embedding" not in per_method.columns
+        mixed = pl.read_parquet(out / f"sft_{variant}.parquet")
+        assert sorted(mixed["id"]) == sorted(kept["id"])
+        for folder in (out / "condor", out):
+            messages = load_dataset(
+                "json", data_files=str(folder / f"sft_{variant}.messages.jsonl"), split="train"
+            )
+            assert len(messages) == kept.height
+            first = messages[0]
+            assert [m["role"] for m in first["messages"]] == ["user", "assistant"]
+            expected = kept.filter(pl.col("id") == first["id"]).row(0, named=True)
+            assert first["messages"][1]["content"] == expected["answer"]
+            assert first["method"] == "condor" and first["variant"] == variant
+            sharegpt = load_dataset(
+                "json", data_files=str(folder / f"sft_{variant}.sharegpt.jsonl"), split="train"
+            )
+            assert [t["from"] for t in sharegpt[0]["conversations"]] == ["human", "gpt"]
+            as_parquet = load_dataset(
+                "parquet", data_files=str(folder / f"sft_{variant}.parquet"), split="train"
+            )
+            assert len(as_parquet) == kept.height
+        condor_messages = load_dataset(
+            "json", data_files=str(out / "condor" / f"sft_{variant}.messages.jsonl"), split="train"
         )
-        assert len(messages) == kept.height
-        first = messages[0]
-        assert [m["role"] for m in first["messages"]] == ["user", "assistant"]
-        expected = kept.filter(pl.col("id") == first["id"]).row(0, named=True)
-        assert first["messages"][1]["content"] == expected[answer_col]
-        sharegpt = load_dataset(
-            "json", data_files=str(out / f"sft_{variant}.sharegpt.jsonl"), split="train"
-        )
-        assert [t["from"] for t in sharegpt[0]["conversations"]] == ["human", "gpt"]
-        as_parquet = load_dataset(
-            "parquet", data_files=str(out / f"sft_{variant}.parquet"), split="train"
-        )
-        assert len(as_parquet) == kept.height
+        # Per-method records carry Condor's origin fields; the mixed ones its origin as JSON.
+        assert condor_messages[0]["tag_path"] and condor_messages[0]["task"]
+        assert json.loads(messages[0]["origin"])["tag_path"]
 
     card = (out / "README.md").read_text(encoding="utf-8")
-    (refine_n, void_n) = map(int, re.search(r"\| samples \| (\d+) \| (\d+) \|", card).groups())
-    assert refine_n == sum(1 for _ in (out / "sft_refine.messages.jsonl").open(encoding="utf-8"))
-    assert void_n == sum(1 for _ in (out / "sft_void.messages.jsonl").open(encoding="utf-8"))
-    assert "## Provenance" in card and "questions/en" in card
+    for variant in ("refine", "void"):
+        found = re.search(rf"\| condor \| {variant} \| (\d+) \| (\d+) \|", card)
+        assert found, card
+        lines = out / "condor" / f"sft_{variant}.messages.jsonl"
+        assert int(found.group(1)) == sum(1 for _ in lines.open(encoding="utf-8"))
+        assert int(found.group(2)) == samples.filter(pl.col("variant") == variant).height
+    assert "## Provenance" in card and "condor/questions/en sha" in card
+    drafts = pl.concat([world.read("draft_answers", key) for key in keys[:5]])
     draft_tokens = int(drafts["lineage"].struct.field("completion_tokens").sum())
     rounds = refined.select(pl.col("rounds").explode()).unnest("rounds")
     refine_tokens = int(rounds["critique_lineage"].struct.field("completion_tokens").sum()) + int(
@@ -132,9 +142,8 @@ def test_exports_from_several_partitions_round_trip_through_datasets(tmp_path, m
     # Deterministic: exporting again (other partition order in the instance) gives the same.
     again = export(world, tmp_path / "again")
     assert again.success
-    assert (tmp_path / "again" / "sft_refine.messages.jsonl").read_bytes() == (
-        out / "sft_refine.messages.jsonl"
-    ).read_bytes()
+    for name in ("sft_refine.messages.jsonl", "condor/sft_void.messages.jsonl"):
+        assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes()
 
 
 def test_filters_drop_refusals_and_truncated_answers_with_reasons(tmp_path, monkeypatch):
@@ -147,13 +156,13 @@ def test_filters_drop_refusals_and_truncated_answers_with_reasons(tmp_path, monk
     world.sync_tags()
     assert world.materialize_tags(world.tags()).success
     assert export(world, tmp_path / "out").success
-    samples = world.read("sft_dataset")
-    void = dict(zip(samples["question"], samples["drop_reason_void"], strict=True))
+    samples = world.read("sft_dataset").filter(pl.col("variant") == "void")
+    void = dict(zip(samples["question"], samples["drop_reason"], strict=True))
     assert {void[q] for q in void if "puppy" in q} == {"refusal"}
     assert {void[q] for q in void if "kitten" in q} == {"truncated"}
     meta = export(world, tmp_path / "out2").asset_materializations_for_node("sft_dataset")[0]
     drops = json.loads(meta.metadata["dropped_by_reason"].value)
-    assert drops["void"]["refusal"] >= 1 and drops["void"]["truncated"] >= 1
+    assert drops["condor/void"]["refusal"] >= 1 and drops["condor/void"]["truncated"] >= 1
 
 
 def test_blocking_check_stops_export_when_rows_lost_their_tree_node(tmp_path, monkeypatch):
@@ -171,7 +180,7 @@ def test_blocking_check_stops_export_when_rows_lost_their_tree_node(tmp_path, mo
     assert not run.success
     (check,) = run.get_asset_check_evaluations()
     assert not check.passed
-    assert check.metadata["problems"].value["rows_without_tree_node"] > 0
+    assert check.metadata["problems"].value["condor: rows_without_tree_node"] > 0
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -180,4 +189,4 @@ def test_nothing_to_export_is_a_clear_failure(scripted_world: CondorWorld, tmp_p
     run = export(scripted_world, tmp_path / "out")
     assert not run.success
     failure = run.get_step_failure_events()[0]
-    assert "no materialized refined_answers partitions yet" in str(failure.event_specific_data)
+    assert "no materialized sft_candidates partitions yet" in str(failure.event_specific_data)

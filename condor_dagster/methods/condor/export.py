@@ -12,11 +12,21 @@ from typing import Any
 import polars as pl
 
 from condor_dagster.core.export import count_table, flatten_origin
+from condor_dagster.core.prompts import LANGUAGES, load_prompt
 from condor_dagster.methods.condor.candidates import VARIANTS
 from condor_dagster.methods.condor.card_figures import figure_card_lines, write_card_figures
 from condor_dagster.methods.condor.refine_judge import quality_card_lines, summarize
 
 JSONL_FIELDS = ("tag_path", "task", "difficulty")
+# Every template Condor's samples pass through (the candidates' lineage names only the last).
+PROMPTS = (
+    "condor/tree_expand",
+    "condor/questions",
+    "shared/answer",
+    "shared/critique",
+    "shared/refine",
+    "condor/judge",
+)
 
 
 def tree_origin_check(samples: pl.DataFrame, extras: Mapping[str, Any]) -> dict[str, Any]:
@@ -83,6 +93,12 @@ def card_section(
         f"- tag partitions: {samples['partition_key'].n_unique()}",
         f"- draft completion tokens: {draft_tokens}",
         f"- refine completion tokens (critiques + rewrites): {_refine_tokens(samples)}",
+        "- prompt shas: "
+        + ", ".join(
+            f"{name}/{lang} sha {load_prompt(name, lang).sha}"
+            for name in PROMPTS
+            for lang in LANGUAGES
+        ),
         "",
     ]
     figures = write_card_figures(flat, out_dir / "condor")
