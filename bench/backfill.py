@@ -1,5 +1,5 @@
-"""backfill_runs_for_1000_tags: the runs a real 1,000-partition backfill of raw_questions
-launches with the assets' default backfill policy.
+"""backfill_runs_for_1000_tags: the runs a real 1,000-partition backfill of
+condor/raw_questions launches with the assets' default backfill policy.
 
 A temporary Dagster instance with a queued run coordinator (runs are created and queued, never
 executed) loads the project's assets in process; the backfill daemon's own iteration is run
@@ -26,7 +26,7 @@ from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
 from dagster._daemon.backfill import execute_backfill_iteration
 
 from bench.core import Context, Result
-from condor_dagster.methods.condor.assets import CONDOR_ASSETS
+from condor_dagster.methods.condor.assets import CONDOR_ASSETS, raw_questions
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.parquet_io import ParquetIOManager
 from condor_dagster.resources.scripted_llm import ScriptedLLMResource
@@ -65,7 +65,8 @@ def _queueing_instance(home: str) -> Any:
 
 
 def count_backfill_runs(tags: int) -> tuple[int, int]:
-    """(runs launched, daemon iterations) for a backfill of raw_questions over `tags` tags."""
+    """(runs launched, daemon iterations) for a backfill of condor/raw_questions over `tags`
+    tags."""
     keys = [f"bench-tag-{i:05d}" for i in range(tags)]
     logger = logging.getLogger("bench.backfill")
     shm = Path("/dev/shm")
@@ -84,7 +85,7 @@ def count_backfill_runs(tags: int) -> tuple[int, int]:
                 backfill_id="benchbackfill",
                 asset_graph=workspace.create_request_context().asset_graph,
                 partition_names=keys,
-                asset_selection=[dg.AssetKey("raw_questions")],
+                asset_selection=[raw_questions.key],
                 backfill_timestamp=time.time(),
                 tags={},
                 dynamic_partitions_store=instance,
@@ -119,7 +120,9 @@ def count_backfill_runs(tags: int) -> tuple[int, int]:
 
 def run(ctx: Context) -> dict[str, Result]:
     tags = ctx.sizes.backfill_tags
-    ctx.log(f"backfill: {ctx.reps} x a {tags}-partition backfill of raw_questions (runs queued)")
+    ctx.log(
+        f"backfill: {ctx.reps} x a {tags}-partition backfill of condor/raw_questions (runs queued)"
+    )
     counts, iterations, seconds = [], [], []
     for _ in range(ctx.reps):
         began = time.perf_counter()

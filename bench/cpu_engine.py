@@ -38,9 +38,12 @@ _TOPICS = [
 def stage_requests(scale: int) -> dict[str, list[Any]]:
     """The pipeline's own request builders on fixed inputs: `scale` x 7 question requests,
     `scale` x 8 drafts, `scale` x 4 critiques of fixed answers."""
+    import polars as pl
+
+    from condor_dagster.core.answers import answer_jobs
     from condor_dagster.core.llm import SamplingParams
-    from condor_dagster.methods.condor.questions import Tag, answer_job, question_jobs
     from condor_dagster.core.refine import DraftToRefine, _State, critique_request
+    from condor_dagster.methods.condor.questions import Tag, question_jobs
 
     topics = (_TOPICS * (scale // len(_TOPICS) + 1))[: max(scale, 1)]
     tags = [Tag(f"t{i}", path, "en") for i, (path, _) in enumerate(topics)]
@@ -48,19 +51,23 @@ def stage_requests(scale: int) -> dict[str, list[Any]]:
         j.request
         for j in question_jobs(tags, 1, SamplingParams(temperature=0.7, max_tokens=256), True)
     ]
-    drafts = [
-        answer_job(
-            question_id=f"q{i}",
-            tag_id="t",
-            tag_path=path,
-            task="domain_knowledge_qa",
-            difficulty="medium",
-            language="en",
-            question=f"{question} ({i})",
-            sampling=SamplingParams(temperature=0.7, max_tokens=256),
-        ).request
-        for i, (path, question) in enumerate(_TOPICS * scale)
-    ]
+    # Kept rows of a deduplicated_questions partition, as the answer stage reads them.
+    kept = pl.DataFrame(
+        [
+            {
+                "id": f"q{i}",
+                "parent_id": "t",
+                "method": "condor",
+                "partition_key": "t",
+                "language": "en",
+                "origin": {"tag_path": path, "task": "domain_knowledge_qa", "difficulty": "medium"},
+                "text": f"{question} ({i})",
+                "kept": True,
+            }
+            for i, (path, question) in enumerate(_TOPICS * scale)
+        ]
+    )
+    drafts = [j.request for j in answer_jobs(kept, SamplingParams(temperature=0.7, max_tokens=256))]
     answer = (
         "Vitamins help the body fight infection. Vitamin C supports white blood cells, "
         "vitamin D regulates immune responses, and zinc helps wounds heal. A balanced diet "
@@ -69,7 +76,20 @@ def stage_requests(scale: int) -> dict[str, list[Any]]:
     critiques = [
         critique_request(
             _State(
-                DraftToRefine(f"a{i}", f"q{i}", "t", path, "qa", "easy", "en", q, answer, False),
+                DraftToRefine(
+                    {
+                        "id": f"a{i}",
+                        "parent_id": f"q{i}",
+                        "method": "condor",
+                        "partition_key": "t",
+                        "language": "en",
+                        "origin": {"tag_path": path, "task": "qa", "difficulty": "easy"},
+                        "question": q,
+                        "answer": answer,
+                        "truncated": False,
+                        "drop_reason": None,
+                    }
+                ),
                 answer,
             ),
             SamplingParams(temperature=0.3, max_tokens=256),

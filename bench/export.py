@@ -1,10 +1,15 @@
 """export_200k_peak_rss_mb: peak memory of materializing sft_dataset over 200,000 synthetic
-samples, measured in a child process (so nothing the bench itself holds is counted).
+samples (questions, each with a draft and a refined answer), measured in a child process (so
+nothing the bench itself holds is counted).
 
-The parent writes what the tag assets would have stored (knowledge_tree, and per tag:
-deduplicated_questions with embeddings, draft_answers, refined_answers with one critique
-round) as the Parquet IO manager lays it out; the child materializes sft_dataset through
-Dagster on an ephemeral instance and reports its own peak RSS.
+The parent writes what the Condor assets sft_dataset reads would have stored, as the Parquet IO
+manager lays it out (`AssetStore`): condor/knowledge_tree, and per tag partition
+condor/deduplicated_questions (every question kept, with its embedding) and
+condor/sft_candidates (two rows per question: variant "refine", the refined answer with one
+critique round, and variant "void", its draft), the candidates built by Condor's own
+`condor_candidates` from synthetic refined_answers and draft_answers frames of the row contract.
+The child materializes sft_dataset through Dagster on an ephemeral instance and reports its own
+peak RSS. (condor/refine_quality is left unmaterialized: sft_dataset skips missing partitions.)
 """
 
 from __future__ import annotations
@@ -21,26 +26,28 @@ import polars as pl
 
 from bench.core import Context, Result
 from bench.data import synthetic_embeddings
-from condor_dagster.core.rows import (
-    DedupQuestionRow,
-    DraftAnswerRow,
-    KnowledgeTreeRow,
-    Lineage,
-    RefinedAnswerRow,
-    RefineRound,
-    rows_to_frame,
-)
+from condor_dagster.core.answers import DraftAnswerRow
+from condor_dagster.core.dedup_frame import DedupRow
+from condor_dagster.core.refine import RefinedAnswerRow, RefineRound
+from condor_dagster.core.rows import Lineage, rows_to_frame
+from condor_dagster.core.storage import AssetStore
+from condor_dagster.methods.condor.candidates import VARIANTS, condor_candidates
+from condor_dagster.methods.condor.records import METHOD, CondorOrigin, KnowledgeTreeRow
 from condor_dagster.methods.condor.taxonomy import TreeNode
 
 ROWS_PER_TAG = 1000
 # Typical lengths (characters) of a real model's output: ~300-token answers.
 ANSWER_CHARS = 1200
 WORDS = "the of a to in and is for that with on as be by this are or it from at an".split()  # noqa: SIM905
+# Where sft_dataset's inputs live in the store (asset key paths).
+KNOWLEDGE_TREE = [METHOD, "knowledge_tree"]
+DEDUPLICATED = [METHOD, "deduplicated_questions"]
+CANDIDATES = [METHOD, "sft_candidates"]
 
 
-def _lineage() -> Lineage:
+def _lineage(prompt: str) -> Lineage:
     return Lineage(
-        prompt_name="answer/en",
+        prompt_name=f"{prompt}/en",
         prompt_sha="0" * 12,
         model="bench-model",
         engine="vllm",
@@ -62,12 +69,14 @@ def _text(rng: np.random.Generator, chars: int, tag: str = "") -> str:
 
 
 def write_inputs(assets_dir: Path, rows: int, seed: int = 0) -> list[str]:
-    """The stored outputs of the tag assets for `rows` samples over rows/1000 tags."""
+    """The stored inputs of sft_dataset for `rows` samples over rows/1000 tags; returns the
+    tag partition keys."""
+    store = AssetStore(str(assets_dir))
     rng = np.random.default_rng(seed)
     tags = max(1, rows // ROWS_PER_TAG)
     # 5% cross-tag paraphrases, so the export's dedup has work to do.
     data = synthetic_embeddings(tags * ROWS_PER_TAG, seed=seed, duplicate_share=0.05)
-    lineage = _lineage()
+    template = _templates()
     nodes, keys = [], []
     filler = [_text(rng, ANSWER_CHARS) for _ in range(64)]
     for t in range(tags):
@@ -82,14 +91,19 @@ def write_inputs(assets_dir: Path, rows: int, seed: int = 0) -> list[str]:
         questions = [f"Question {q} about {node.path_text}: how and why?" for q in qids]
         drafts = [f"Draft {q}. {filler[i % 64]}" for i, q in enumerate(qids)]
         answers = [f"Refined {q}. {filler[(i + 7) % 64]}" for i, q in enumerate(qids)]
+        origin = pl.DataFrame(
+            {
+                "tag_path": [node.path_text] * ROWS_PER_TAG,
+                "task": ["domain_knowledge_qa"] * ROWS_PER_TAG,
+                "difficulty": [("easy", "medium", "hard")[i % 3] for i in range(ROWS_PER_TAG)],
+            }
+        ).to_struct("origin")
         common = {
-            "tag_id": [tag] * ROWS_PER_TAG,
-            "tag_path": [node.path_text] * ROWS_PER_TAG,
-            "task": ["domain_knowledge_qa"] * ROWS_PER_TAG,
-            "difficulty": [("easy", "medium", "hard")[i % 3] for i in range(ROWS_PER_TAG)],
+            "method": [METHOD] * ROWS_PER_TAG,
+            "partition_key": [tag] * ROWS_PER_TAG,
             "language": ["en"] * ROWS_PER_TAG,
+            "origin": origin,
         }
-        template = _templates(lineage)
         dedup = _fill(
             template["dedup"],
             id=qids,
@@ -117,33 +131,28 @@ def write_inputs(assets_dir: Path, rows: int, seed: int = 0) -> list[str]:
             answer=answers,
             **common,
         )
-        for asset, frame in (
-            ("deduplicated_questions", dedup),
-            ("draft_answers", draft),
-            ("refined_answers", refined),
-        ):
-            out = assets_dir / asset / f"{tag}.parquet"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            frame.write_parquet(out, compression="zstd")
-    rows_to_frame(nodes, KnowledgeTreeRow).write_parquet(assets_dir / "condor" / "knowledge_tree.parquet")
+        store.write(DEDUPLICATED, tag, dedup)
+        store.write(CANDIDATES, tag, condor_candidates(refined, draft))
+    store.write(KNOWLEDGE_TREE, None, rows_to_frame(nodes, KnowledgeTreeRow))
     return keys
 
 
-def _templates(lineage: Lineage) -> dict[str, pl.DataFrame]:
-    base = {
+def _templates() -> dict[str, pl.DataFrame]:
+    """One-row frames of each stored row type (origin: Condor's struct)."""
+    base: dict[str, Any] = {
         "id": "x",
         "parent_id": "x",
-        "tag_id": "x",
-        "tag_path": "x",
-        "task": "x",
-        "difficulty": "easy",
+        "method": METHOD,
+        "partition_key": "x",
         "language": "en",
+        "origin": {"tag_path": "x", "task": "x", "difficulty": "easy"},
     }
     critique = ["Clear structure and a direct answer to the question asked."] * 3
+    draft_lineage = _lineage("shared/answer")
     return {
         "dedup": rows_to_frame(
             [
-                DedupQuestionRow(
+                DedupRow(
                     **base,
                     text="x",
                     kept=True,
@@ -154,11 +163,22 @@ def _templates(lineage: Lineage) -> dict[str, pl.DataFrame]:
                     embedding_model="all-MiniLM-L6-v2",
                 )
             ],
-            DedupQuestionRow,
+            DedupRow,
+            origin=CondorOrigin,
         ),
         "draft": rows_to_frame(
-            [DraftAnswerRow(**base, question="x", answer="x", truncated=False, lineage=lineage)],
+            [
+                DraftAnswerRow(
+                    **base,
+                    question="x",
+                    answer="x",
+                    truncated=False,
+                    drop_reason=None,
+                    lineage=draft_lineage,
+                )
+            ],
             DraftAnswerRow,
+            origin=CondorOrigin,
         ),
         "refined": rows_to_frame(
             [
@@ -176,17 +196,19 @@ def _templates(lineage: Lineage) -> dict[str, pl.DataFrame]:
                             weaknesses=critique,
                             suggestions=critique,
                             critique_error=None,
-                            critique_lineage=lineage,
+                            critique_lineage=_lineage("shared/critique"),
                             answer="(the rewrite, as in `answer`)",
                             truncated=False,
-                            answer_lineage=lineage,
+                            answer_lineage=_lineage("shared/refine"),
                         )
                     ],
                     rounds_run=1,
                     stop_reason="max_rounds",
+                    drop_reason=None,
                 )
             ],
             RefinedAnswerRow,
+            origin=CondorOrigin,
         ),
     }
 
@@ -199,7 +221,7 @@ def _fill(template: pl.DataFrame, **columns: Any) -> pl.DataFrame:
         [
             pl.Series(name, values, dtype=template.schema[name])
             if not isinstance(values, pl.Series)
-            else values.alias(name)
+            else values.alias(name).cast(template.schema[name])
             for name, values in columns.items()
         ]
     )
@@ -209,17 +231,19 @@ def child(assets_dir: str, export_dir: str, keys_file: str) -> None:
     """Materialize sft_dataset as a run process would, then print the peak RSS (MB)."""
     import dagster as dg
 
-    from condor_dagster.methods.dataset import sft_dataset
     from condor_dagster.methods.condor.assets import CONDOR_ASSETS
+    from condor_dagster.methods.condor.partitions import tags_partitions
+    from condor_dagster.methods.dataset import sft_dataset
     from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
     from condor_dagster.resources.parquet_io import ParquetIOManager
     from condor_dagster.resources.scripted_llm import ScriptedLLMResource
 
     keys = json.loads(Path(keys_file).read_text())
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("tags", keys)
+    assert tags_partitions.name is not None
+    instance.add_dynamic_partitions(tags_partitions.name, keys)
     result = dg.materialize(
-        CONDOR_ASSETS,
+        [*CONDOR_ASSETS, sft_dataset],
         selection=[sft_dataset],
         instance=instance,
         resources={
@@ -233,7 +257,9 @@ def child(assets_dir: str, export_dir: str, keys_file: str) -> None:
         run_config={
             "loggers": {"console": {"config": {"log_level": "WARNING"}}},
             "ops": {
-                "sft_dataset": {"config": {"export_dir": export_dir, "exact_search_max": 100_000}}
+                sft_dataset.op.name: {
+                    "config": {"export_dir": export_dir, "exact_search_max": 100_000}
+                }
             },
         },
     )
@@ -241,9 +267,9 @@ def child(assets_dir: str, export_dir: str, keys_file: str) -> None:
     # Read before anything else is loaded; the row count comes from the materialization's
     # metadata (reading the output back would add a copy no run process holds).
     peak_mb = own_peak_rss_mb()
-    (materialization,) = result.asset_materializations_for_node("sft_dataset")
-    samples = materialization.metadata["dagster/row_count"].value
-    print(json.dumps({"peak_rss_mb": peak_mb, "samples": samples}))
+    (materialization,) = result.asset_materializations_for_node(sft_dataset.op.name)
+    rows = materialization.metadata["dagster/row_count"].value
+    print(json.dumps({"peak_rss_mb": peak_mb, "rows": rows}))
 
 
 def own_peak_rss_mb() -> float:
@@ -263,9 +289,10 @@ def run(ctx: Context) -> dict[str, Result]:
     assets_dir = ctx.workdir / "export-assets"
     ctx.log(f"export: writing {rows} synthetic samples")
     keys = write_inputs(assets_dir, rows)
+    samples = len(keys) * ROWS_PER_TAG
     keys_file = ctx.workdir / "export-keys.json"
     keys_file.write_text(json.dumps(keys))
-    peaks, seconds, samples = [], [], 0
+    peaks, seconds, frame_rows = [], [], 0
     ctx.log(f"export: {ctx.reps} x sft_dataset in a child process")
     for rep in range(ctx.reps):
         began = dt.datetime.now()
@@ -285,12 +312,21 @@ def run(ctx: Context) -> dict[str, Result]:
         seconds.append((dt.datetime.now() - began).total_seconds())
         report = json.loads(done.stdout.strip().splitlines()[-1])
         peaks.append(report["peak_rss_mb"])
-        samples = report["samples"]
+        frame_rows = report["rows"]
+    # The sft_dataset frame is long: one row per (sample, variant).
+    if frame_rows != samples * len(VARIANTS):
+        raise RuntimeError(
+            f"sft_dataset has {frame_rows} rows, expected {samples} samples x {len(VARIANTS)} "
+            f"variants {VARIANTS}"
+        )
     return {
         "export_200k_peak_rss_mb": Result(
             peaks,
-            note=f"{samples} samples over {len(keys)} tags; {_m(seconds):.0f} s per export",
-            detail={"samples": samples, "tags": len(keys), "seconds": seconds},
+            note=(
+                f"{samples} samples ({frame_rows} rows: {' + '.join(VARIANTS)}) over "
+                f"{len(keys)} tags; {_m(seconds):.0f} s per export"
+            ),
+            detail={"samples": samples, "rows": frame_rows, "tags": len(keys), "seconds": seconds},
         )
     }
 

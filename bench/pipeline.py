@@ -1,5 +1,6 @@
-"""pipeline_fixed_overhead_s and pipeline_overhead_ms_per_request: materializing draft_answers
-for K tag partitions in one run vs the raw engine on the same prompts, engine already loaded.
+"""pipeline_fixed_overhead_s and pipeline_overhead_ms_per_request: materializing
+condor/draft_answers for K tag partitions in one run vs the raw engine on the same prompts,
+engine already loaded.
 
 Two sizes (K tags x q1 and x q2 questions) give overhead(n) = pipeline(n) - raw(n) at two
 request counts n1 < n2: the slope is the per-request cost, the intercept the run's fixed cost
@@ -16,23 +17,33 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import polars as pl
 
 from bench.core import Context, Result, timed
 from bench.services import TASKS, TOPICS, raw_chat
-from condor_dagster.methods.condor.assets import CONDOR_ASSETS, draft_answers
+from condor_dagster.core.answers import answer_jobs
+from condor_dagster.core.dedup_frame import DedupRow
 from condor_dagster.core.llm import SamplingParams
-from condor_dagster.methods.condor.questions import answer_jobs
-from condor_dagster.core.rows import DedupQuestionRow, content_id, rows_to_frame
+from condor_dagster.core.rows import content_id, rows_to_frame
+from condor_dagster.core.storage import AssetStore
 from condor_dagster.core.tag_ids import node_id
+from condor_dagster.methods.condor.assets import (
+    CONDOR_ASSETS,
+    deduplicated_questions,
+    draft_answers,
+)
+from condor_dagster.methods.condor.records import METHOD, CondorOrigin
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.parquet_io import ParquetIOManager
 
 TEMPERATURE = 0.7  # DraftAnswersConfig's default
+# The op of condor/draft_answers, as run config names it.
+DRAFT_OP = "__".join(draft_answers.key.path)
 
 
 def write_questions(assets_dir: Path, tags: int, per_tag: int, size: str) -> list[str]:
-    """deduplicated_questions partitions (every question kept), as the IO manager stores them."""
+    """condor/deduplicated_questions partitions (every question kept), as the IO manager
+    stores them."""
+    store = AssetStore(str(assets_dir))
     keys = []
     for t in range(tags):
         path = ["Bench", f"Domain {t}", f"Leaf {t} {size}"]
@@ -41,15 +52,19 @@ def write_questions(assets_dir: Path, tags: int, per_tag: int, size: str) -> lis
         rows = []
         for q in range(per_tag):
             text = f"{TASKS[q % len(TASKS)]} {TOPICS[(t + q) % len(TOPICS)]} (tag {t}, q {q})?"
+            origin = CondorOrigin(
+                tag_path=" > ".join(path),
+                task="domain_knowledge_qa",
+                difficulty=("easy", "medium", "hard")[q % 3],
+            )
             rows.append(
-                DedupQuestionRow(
+                DedupRow(
                     id=content_id("q", tag, q, size),
                     parent_id=tag,
-                    tag_id=tag,
-                    tag_path=" > ".join(path),
-                    task="domain_knowledge_qa",
-                    difficulty=("easy", "medium", "hard")[q % 3],
+                    method=METHOD,
+                    partition_key=tag,
                     language="en",
+                    origin=origin.model_dump(),
                     text=text,
                     kept=True,
                     drop_reason=None,
@@ -59,21 +74,20 @@ def write_questions(assets_dir: Path, tags: int, per_tag: int, size: str) -> lis
                     embedding_model="none",
                 )
             )
-        out = assets_dir / "deduplicated_questions" / f"{tag}.parquet"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        rows_to_frame(rows, DedupQuestionRow).write_parquet(out)
+        store.write(
+            deduplicated_questions.key.path, tag, rows_to_frame(rows, DedupRow, origin=CondorOrigin)
+        )
     return sorted(keys)
 
 
 def same_requests(assets_dir: Path, keys: list[str], max_tokens: int) -> list[Any]:
     """The requests draft_answers sends for these partitions, built the way it builds them."""
+    store = AssetStore(str(assets_dir))
     sampling = SamplingParams(temperature=TEMPERATURE, max_tokens=max_tokens)
     return [
         job.request
         for key in keys
-        for job in answer_jobs(
-            pl.read_parquet(assets_dir / "deduplicated_questions" / f"{key}.parquet"), sampling
-        )
+        for job in answer_jobs(store.read(deduplicated_questions.key.path, key), sampling)
     ]
 
 
@@ -114,7 +128,7 @@ def run(ctx: Context) -> dict[str, Result]:
                     "dagster/asset_partition_range_end": keys[-1],
                 },
                 run_config={
-                    "ops": {"draft_answers": {"config": {"max_tokens": max_tokens}}},
+                    "ops": {DRAFT_OP: {"config": {"max_tokens": max_tokens}}},
                     "loggers": {"console": {"config": {"log_level": "WARNING"}}},
                 },
             )

@@ -19,7 +19,7 @@ import os
 
 import dagster as dg
 
-from condor_dagster.methods.condor.definitions import defs as condor_defs
+from condor_dagster.methods.condor import definitions as condor
 from condor_dagster.methods.dataset import sft_dataset
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.llm_roles import llm_resources_from_env
@@ -47,16 +47,19 @@ def resources_from_env() -> dict[str, object]:
     }
 
 
-shared_defs = dg.Definitions(
-    assets=[sft_dataset, engine_smoke_test],
-    jobs=[sft_dataset_job, engine_smoke_job],
-)
+def shared_definitions() -> dg.Definitions:
+    """The stages over every method (sft_dataset) and the engine smoke test."""
+    return dg.Definitions(
+        assets=[sft_dataset, engine_smoke_test],
+        jobs=[sft_dataset_job, engine_smoke_job],
+    )
+
 
 # The in-process executor runs every step of a run in the run's own process, so the vLLM
 # engine (a process-wide registry) loads once per run, not once per step as it would with the
 # multiprocess executor; batching across partitions keeps the one engine busy instead.
 defs = dg.Definitions.merge(
-    condor_defs,
-    shared_defs,
+    condor.defs,
+    shared_definitions(),
     dg.Definitions(resources=resources_from_env(), executor=dg.in_process_executor),
 )

@@ -137,6 +137,63 @@ def test_single_partition_input_annotated_as_dict_is_a_dict(
     assert_frame_equal(RECEIVED["answers"]["art"], make_frame("art"))
 
 
+def test_lazy_inputs_are_scans_of_the_stored_files(
+    instance: dg.DagsterInstance, base: Path
+) -> None:
+    @dg.asset(partitions_def=TAGS)
+    def lazy_one(questions: pl.LazyFrame) -> pl.DataFrame:
+        RECEIVED["lazy_one"] = questions
+        return questions.collect()
+
+    @dg.asset
+    def lazy_all(questions: dict[str, pl.LazyFrame]) -> None:
+        RECEIVED["lazy_all"] = questions
+
+    RECEIVED.clear()
+    dg.materialize([questions], instance=instance, resources=io(base), tags=RANGE_TAGS)
+    dg.materialize(
+        [questions, lazy_one],
+        selection=[lazy_one],
+        partition_key="art",
+        instance=instance,
+        resources=io(base),
+    )
+    dg.materialize(
+        [questions, lazy_all], selection=[lazy_all], instance=instance, resources=io(base)
+    )
+
+    assert isinstance(RECEIVED["lazy_one"], pl.LazyFrame)
+    assert_frame_equal(RECEIVED["lazy_one"].collect(), make_frame("art"))
+    lazy = RECEIVED["lazy_all"]
+    assert sorted(lazy) == TAG_KEYS
+    assert all(isinstance(frame, pl.LazyFrame) for frame in lazy.values())
+    assert_frame_equal(lazy["cooking"].collect(), make_frame("cooking"))
+
+
+def test_unpartitioned_downstream_gets_every_upstream_partition(
+    instance: dg.DagsterInstance, base: Path
+) -> None:
+    @dg.asset
+    def merged(questions: dict[str, pl.DataFrame]) -> pl.DataFrame:
+        RECEIVED["merged"] = questions
+        return pl.concat([questions[key] for key in sorted(questions)])
+
+    RECEIVED.clear()
+    dg.materialize([questions], instance=instance, resources=io(base), tags=RANGE_TAGS)
+    dg.materialize([questions, merged], selection=[merged], instance=instance, resources=io(base))
+
+    assert sorted(RECEIVED["merged"]) == TAG_KEYS
+    expected = pl.concat([make_frame(key) for key in TAG_KEYS])
+    assert_frame_equal(pl.read_parquet(base / "merged.parquet"), expected)
+
+
+def test_store_is_the_io_managers_layout(instance: dg.DagsterInstance, base: Path) -> None:
+    dg.materialize([questions], instance=instance, resources=io(base), tags=RANGE_TAGS)
+    store = ParquetIOManager(base_dir=str(base)).store()
+    assert store.partitions(["questions"]) == TAG_KEYS
+    assert_frame_equal(store.read("questions", "art"), make_frame("art"))
+
+
 def test_unpartitioned_asset_and_none_output(base: Path) -> None:
     @dg.asset(key_prefix=["condor"])
     def dataset() -> pl.DataFrame:

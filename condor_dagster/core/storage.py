@@ -11,6 +11,8 @@ Local writes go to a hidden temporary sibling, are fsynced, then `os.replace`d o
 name: a killed writer never leaves a half-written file, and readers skip hidden names. Other
 filesystems get the finished bytes in one `write_bytes` (an object store publishes an object
 only when its upload completes).
+
+No Dagster import here: the CLI and tools read the store without loading Dagster.
 """
 
 from __future__ import annotations
@@ -22,26 +24,38 @@ import re
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import polars as pl
+from upath import UPath
 
 from condor_dagster.core.paths import data_dir
 from condor_dagster.core.tag_ids import PARTITION_KEY_PATTERN
 
-if TYPE_CHECKING:
-    from upath import UPath
+__all__ = [
+    "EXTENSION",
+    "AssetKeyLike",
+    "AssetStore",
+    "check_partition_key",
+    "default_assets_dir",
+    "key_parts",
+    "store_from_env",
+]
 
 EXTENSION = ".parquet"
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "statistics": True}
 _LOCAL_PROTOCOLS = ("", "file", "local")
-_KEY_PART = re.compile(r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+KEY_PART_PATTERN = re.compile(r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+"""What each part of an asset key must match to be a folder or file name: no '/', no leading
+'.' or '-', never '..'."""
 
 AssetKeyLike = str | Sequence[str]
+"""An asset key as its path parts (["condor", "raw_questions"]) or '/'-joined
+("condor/raw_questions")."""
 
 
 def check_partition_key(partition_key: str, asset: str = "") -> str:
-    """Return `partition_key` if it is a safe file name, else raise ValueError."""
+    """Return `partition_key` if it is a safe file name, else raise ValueError naming it."""
     # The tag-id rule of core.tag_ids is the one rule for keys: it also keeps them file-safe.
     if not isinstance(partition_key, str) or not PARTITION_KEY_PATTERN.match(partition_key):
         where = f" of asset {asset}" if asset else ""
@@ -55,20 +69,24 @@ def check_partition_key(partition_key: str, asset: str = "") -> str:
 
 
 def key_parts(key: AssetKeyLike) -> list[str]:
-    """An asset key as its path parts ("condor/raw_questions" or ["condor", "raw_questions"]),
-    each checked to be a safe file name."""
+    """An asset key as its path parts, each checked to be a safe file name, so that a str key
+    and the same key as a list name the same file."""
     parts = key.split("/") if isinstance(key, str) else list(key)
-    bad = [p for p in parts if not isinstance(p, str) or not _KEY_PART.match(p)]
+    bad = [p for p in parts if not isinstance(p, str) or not KEY_PART_PATTERN.match(p)]
     if not parts or bad:
+        escapes = any(isinstance(p, str) and ".." in p for p in bad)
+        reason = "'..' would lead outside the IO manager base; " if escapes else ""
         raise ValueError(
-            f"asset key {key!r} cannot be stored: each part must match {_KEY_PART.pattern} "
-            f"(letters, digits, '_', '.', '-'; no '..'), got {bad or parts}"
+            f"asset key {key!r} cannot be stored: {reason}each part must match "
+            f"{KEY_PART_PATTERN.pattern} (letters, digits, '_', '.', '-'; not starting with '.' "
+            f"or '-'; no '..'), offending parts {bad or parts}"
         )
     return parts
 
 
 def default_assets_dir() -> str:
-    """CONDOR_ASSETS_DIR if set, else <CONDOR_DATA_DIR>/assets."""
+    """CONDOR_ASSETS_DIR if set, else <CONDOR_DATA_DIR>/assets (read now, so a changed
+    environment is followed)."""
     return os.environ.get("CONDOR_ASSETS_DIR") or str(data_dir() / "assets")
 
 
@@ -81,14 +99,22 @@ class AssetStore:
     """Parquet files of every (asset, partition) under one base folder or URL."""
 
     def __init__(self, base_dir: str) -> None:
-        from upath import UPath
-
         base = UPath(base_dir)
-        self.is_local = base.protocol in _LOCAL_PROTOCOLS
-        if self.is_local:
+        self._is_local = base.protocol in _LOCAL_PROTOCOLS
+        if self._is_local:
             # Absolute and resolved, so containment checks compare like with like.
             base = UPath(Path(base.path).expanduser().resolve())
-        self.base: UPath = base
+        self._base: UPath = base
+
+    @property
+    def base(self) -> UPath:
+        """The root folder or URL every asset's files live under."""
+        return self._base
+
+    @property
+    def is_local(self) -> bool:
+        """True for a local folder (atomic rename, file paths, lazy scans)."""
+        return self._is_local
 
     def __repr__(self) -> str:
         return f"AssetStore({str(self.base)!r})"
@@ -112,6 +138,8 @@ class AssetStore:
         return path
 
     def _check_inside(self, path: UPath) -> None:
+        """Refuse a path that leaves the base (a symlinked folder pointing elsewhere): the
+        store never writes or reads outside the folder it was given."""
         if self.is_local:
             target = Path(path.path).resolve()
             base = Path(self.base.path)
@@ -120,13 +148,18 @@ class AssetStore:
             root = posixpath.normpath(self.base.path).rstrip("/") + "/"
             inside = posixpath.normpath(path.path).startswith(root)
         if not inside:
-            raise ValueError(f"refusing to use {path}: it is outside the store base {self.base}")
+            raise ValueError(
+                f"refusing to use {path}: it resolves outside the IO manager base {self.base}; "
+                "remove the link or choose another base_dir"
+            )
 
     def exists(self, key: AssetKeyLike, partition: str | None = None) -> bool:
+        """Whether the asset's (or the partition's) file is there."""
         return bool(self.path(key, partition).exists())
 
     def partitions(self, key: AssetKeyLike) -> list[str]:
-        """Partition keys with a file present, sorted; hidden (in-flight) files skipped."""
+        """Partition keys with a file present, sorted; hidden (in-flight) files skipped; [] when
+        the asset has no folder yet."""
         folder = self.folder(key)
         if not folder.exists():
             return []
@@ -136,14 +169,18 @@ class AssetStore:
         )
 
     def local_files(self, key: AssetKeyLike) -> list[Path]:
-        """The partition files of a local store (for readers that want paths)."""
+        """The partition files of a local store, sorted by partition key, for readers that
+        want file paths."""
         if not self.is_local:
-            raise ValueError(f"{self.base} is not a local folder; use scan() or read() instead")
+            raise ValueError(
+                f"{self.base} is not a local folder, so it has no file paths; "
+                "use scan(), scan_partitions() or read() instead"
+            )
         return [Path(self.path(key, p).path) for p in self.partitions(key)]
 
     # --- writing -----------------------------------------------------------------------------
     def write(self, key: AssetKeyLike, partition: str | None, frame: pl.DataFrame) -> UPath:
-        """Write `frame` atomically; returns its path."""
+        """Write `frame` as the asset's (or partition's) file, atomically; returns its path."""
         path = self.path(key, partition)
         path.parent.mkdir(parents=True, exist_ok=True)
         if self.is_local:
@@ -161,20 +198,30 @@ class AssetStore:
         if not path.exists():
             asset = "/".join(key_parts(key))
             what = f"partition {partition!r} of asset {asset}" if partition else f"asset {asset}"
-            raise FileNotFoundError(f"no Parquet file for {what}: {path} does not exist")
+            raise FileNotFoundError(
+                f"no Parquet file for {what}: {path} does not exist (materialize it first)"
+            )
         return path
 
     def read(
-        self, key: AssetKeyLike, partition: str | None = None, *, columns: list[str] | None = None
+        self,
+        key: AssetKeyLike,
+        partition: str | None = None,
+        *,
+        columns: Sequence[str] | None = None,
     ) -> pl.DataFrame:
+        """The asset's (or partition's) frame, only `columns` if given; FileNotFoundError
+        naming the asset and partition when it was never written."""
         path = self._require(key, partition)
+        selected = None if columns is None else list(columns)
         if self.is_local:
-            return pl.read_parquet(Path(path.path), columns=columns)
+            return pl.read_parquet(Path(path.path), columns=selected)
         with path.open("rb") as file:
-            return pl.read_parquet(file, columns=columns)
+            return pl.read_parquet(file, columns=selected)
 
     def scan(self, key: AssetKeyLike, partition: str | None = None) -> pl.LazyFrame:
-        """A lazy scan (local: only the columns and rows used are read)."""
+        """A lazy frame of the file. Local: a Parquet scan, so only the columns and rows used
+        are read; remote: the file is read, then made lazy."""
         path = self._require(key, partition)
         if self.is_local:
             return pl.scan_parquet(Path(path.path))
@@ -183,12 +230,15 @@ class AssetStore:
     def scan_partitions(
         self, key: AssetKeyLike, partitions: Sequence[str] | None = None
     ) -> dict[str, pl.LazyFrame]:
+        """{partition_key: lazy frame} of the given partitions (every partition present when
+        None); a given partition without a file raises FileNotFoundError."""
         keys = self.partitions(key) if partitions is None else list(partitions)
         return {p: self.scan(key, p) for p in keys}
 
 
 def _replace_atomically(frame: pl.DataFrame, target: Path) -> None:
-    """Write `frame` to a hidden temporary sibling, fsync it, then rename it onto `target`."""
+    """Write `frame` to a hidden temporary sibling, fsync it, then rename it onto `target`:
+    readers see the old file or the new one, never part of one."""
     temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         frame.write_parquet(temporary, **PARQUET_OPTIONS)

@@ -41,70 +41,113 @@ class ParquetIOManager(dg.ConfigurableIOManager):
 
     # --- writing -----------------------------------------------------------------------------
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        """Write the asset's frame, or one file per partition of the run."""
         asset = context.asset_key.to_user_string()
         if obj is None:
             context.log.debug(f"{asset}: output is None, not written")
             return
         store = self.store()
-        key = context.asset_key.path
         if not context.has_asset_partitions:
             frame = _require_frame(obj, asset)
-            path = store.write(key, None, frame)
+            path = store.write(context.asset_key.path, None, frame)
             context.add_output_metadata(_frame_metadata(frame, str(path)))
             return
         partition_keys = list(context.asset_partition_keys)
-        for partition in partition_keys:
+        for partition in partition_keys:  # all checked before anything is written
             check_partition_key(partition, asset)
         frames = _frames_by_partition(obj, partition_keys, asset)
-        written: dict[str, pl.DataFrame] = {}
-        for partition, frame in frames.items():
-            if frame is None:
-                context.log.debug(f"{asset} partition {partition}: value is None, not written")
-                continue
-            path = store.write(key, partition, frame)
-            context.log.debug(f"{asset} partition {partition}: wrote {path}")
-            written[partition] = frame
-        if len(partition_keys) == 1 and written:
-            frame = next(iter(written.values()))
-            path = str(store.path(key, partition_keys[0]))
-            context.add_output_metadata(
-                {
-                    **_frame_metadata(frame, path),
-                    "dagster/partition_row_count": dg.MetadataValue.int(frame.height),
-                }
-            )
-            return
-        # Several partitions: the asset records each partition's own counts (public
-        # AssetExecutionContext.add_asset_metadata); here the folder and the totals.
-        context.add_output_metadata(
-            {
-                "path": dg.MetadataValue.path(str(store.folder(key))),
-                "partitions_written": dg.MetadataValue.int(len(written)),
-                "total_row_count": dg.MetadataValue.int(sum(f.height for f in written.values())),
-            }
-        )
+        written = _write_partitions(context, store, frames)
+        context.add_output_metadata(_partitions_metadata(store, context, partition_keys, written))
 
     # --- reading -----------------------------------------------------------------------------
     def load_input(self, context: dg.InputContext) -> Any:
+        """The upstream frame (or lazy scan); for partitions, `{partition_key: frame}` unless a
+        partitioned step reads its single own partition into a non-dict input."""
         store = self.store()
         key = context.asset_key.path
-        annotation = context.dagster_type.typing_type
+        annotation = _input_annotation(context)
         lazy = _wants_lazy(annotation)
         if not context.has_asset_partitions:
             return store.scan(key) if lazy else store.read(key)
+        asset = context.asset_key.to_user_string()
+        # AssetIn(metadata=...) reaches the IO manager as the input's definition metadata
+        # (where UPathIOManager reads allow_missing_partitions too).
         allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
         partitions = list(context.asset_partition_keys)
         loaded: dict[str, Any] = {}
         for partition in partitions:
-            check_partition_key(partition, context.asset_key.to_user_string())
+            check_partition_key(partition, asset)
             if allow_missing and not store.exists(key, partition):
-                context.log.debug(f"partition {partition} of {key} has no file: skipped")
                 continue
             loaded[partition] = store.scan(key, partition) if lazy else store.read(key, partition)
+        if len(loaded) < len(partitions):
+            skipped = sorted(set(partitions) - set(loaded))
+            context.log.info(
+                f"{asset}: {len(skipped)} of {len(partitions)} partitions have no file and were "
+                f"skipped (allow_missing_partitions): {skipped[:20]}"
+                f"{' ...' if len(skipped) > 20 else ''}"
+            )
         own_partition = context.has_partition_key and len(partitions) == 1
         if own_partition and not _is_dict_annotation(annotation) and loaded:
             return next(iter(loaded.values()))
         return loaded
+
+
+def _write_partitions(
+    context: dg.OutputContext, store: AssetStore, frames: Mapping[str, pl.DataFrame | None]
+) -> dict[str, pl.DataFrame]:
+    """Write each partition's frame (None: nothing to write); returns the frames written."""
+    asset = context.asset_key.to_user_string()
+    written: dict[str, pl.DataFrame] = {}
+    for partition, frame in frames.items():
+        if frame is None:
+            context.log.debug(f"{asset} partition {partition}: value is None, not written")
+            continue
+        path = store.write(context.asset_key.path, partition, frame)
+        context.log.debug(f"{asset} partition {partition}: wrote {path}")
+        written[partition] = frame
+    return written
+
+
+def _partitions_metadata(
+    store: AssetStore,
+    context: dg.OutputContext,
+    partition_keys: list[str],
+    written: Mapping[str, pl.DataFrame],
+) -> dict[str, dg.MetadataValue]:
+    """One partition: its file, rows and schema. Several: the asset's folder and the totals,
+    which Dagster attaches to every partition's materialization; each partition's own counts
+    are the asset's to record (public AssetExecutionContext.add_asset_metadata with
+    partition_key=...)."""
+    key = context.asset_key.path
+    if len(partition_keys) == 1 and written:
+        frame = next(iter(written.values()))
+        return {
+            **_frame_metadata(frame, str(store.path(key, partition_keys[0]))),
+            "dagster/partition_row_count": dg.MetadataValue.int(frame.height),
+        }
+    return {
+        "path": dg.MetadataValue.path(str(store.folder(key))),
+        "partitions_written": dg.MetadataValue.int(len(written)),
+        "total_row_count": dg.MetadataValue.int(sum(f.height for f in written.values())),
+    }
+
+
+def _input_annotation(context: dg.InputContext) -> Any:
+    """The input's Python type, `Any` when the context has no Dagster type (a context built by
+    `dg.build_input_context` without one, as tests and scripts do)."""
+    try:
+        return context.dagster_type.typing_type
+    except dg.DagsterInvariantViolationError:
+        return Any
+
+
+def _annotation(context: dg.InputContext) -> Any:
+    """The input's type annotation (Any for a context built without one, as in tests)."""
+    try:
+        return context.dagster_type.typing_type
+    except dg.DagsterInvariantViolationError:
+        return Any
 
 
 def _is_dict_annotation(annotation: Any) -> bool:
@@ -124,6 +167,7 @@ def _wants_lazy(annotation: Any) -> bool:
 
 
 def _require_frame(obj: Any, asset: str) -> pl.DataFrame:
+    """`obj` if it is a DataFrame; a LazyFrame or anything else is refused with the fix."""
     if not isinstance(obj, pl.DataFrame):
         hint = " (call .collect() first)" if isinstance(obj, pl.LazyFrame) else ""
         raise TypeError(
@@ -161,6 +205,7 @@ def _frames_by_partition(
 
 
 def _frame_metadata(frame: pl.DataFrame, path: str) -> dict[str, dg.MetadataValue]:
+    """Path, row count and column schema: what the UI shows for a materialization."""
     schema = dg.TableSchema(
         columns=[dg.TableColumn(name, str(dtype)) for name, dtype in frame.schema.items()]
     )

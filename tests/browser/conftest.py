@@ -30,7 +30,7 @@ import pytest
 from playwright.sync_api import expect
 
 from condor_dagster.methods.condor.assets import CONDOR_ASSETS, knowledge_tree, raw_questions
-from condor_dagster.methods.condor.sensors import tags_sensor
+from condor_dagster.methods.condor.sensors import sync_tags
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.openai_server import OpenAIServerResource
 from condor_dagster.resources.parquet_io import ParquetIOManager
@@ -119,10 +119,7 @@ def _materialize(home: Path, data: Path, server: VLLMServerProcess) -> dict[str,
         assert tree.success
 
         # What the daemon does with the sensor's result: add the new leaf tags as partitions.
-        result = tags_sensor(dg.build_sensor_context(instance=instance))
-        assert isinstance(result, dg.SensorResult), result
-        for request in result.dynamic_partitions_requests or []:
-            instance.add_dynamic_partitions("tags", list(request.partition_keys or []))
+        sync_tags(instance, resources["io_manager"])
         tags = list(instance.get_dynamic_partitions("tags"))
         assert len(tags) == 3, tags
 

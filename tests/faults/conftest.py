@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from condor_dagster.methods.condor.assets import knowledge_tree
-from condor_dagster.methods.condor.sensors import tags_sensor
+from condor_dagster.methods.condor.sensors import sync_tags
 from condor_dagster.resources.parquet_io import ParquetIOManager
 from condor_dagster.resources.scripted_llm import ScriptedLLMResource
 from condor_dagster.resources.vllm_server_process import VLLMServerProcess
@@ -134,14 +134,13 @@ class Deployment:
                 "io_manager": ParquetIOManager(base_dir=str(self.assets_dir)),
             },
             run_config={
-                "ops": {"knowledge_tree": {"config": {"taxonomy_path": str(path), "depth": 1}}}
+                "ops": {
+                    "condor__knowledge_tree": {"config": {"taxonomy_path": str(path), "depth": 1}}
+                }
             },
         )
         assert result.success
-        sensed = tags_sensor(dg.build_sensor_context(instance=self.instance))
-        assert isinstance(sensed, dg.SensorResult), sensed
-        for request in sensed.dynamic_partitions_requests or []:
-            self.instance.add_dynamic_partitions("tags", list(request.partition_keys or []))
+        sync_tags(self.instance, ParquetIOManager(base_dir=str(self.assets_dir)))
         return list(self.instance.get_dynamic_partitions("tags"))
 
     def start_worker(
@@ -171,7 +170,7 @@ class Deployment:
             "-j",
             "condor_tags_job",
             "-o",
-            "raw_questions",
+            "condor__raw_questions",
             "--tags",
             json.dumps(run_tags),
             "-c",
@@ -201,7 +200,8 @@ class Deployment:
             run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
         ).records
         found = [r.asset_materialization for r in records]
-        return [m for m in found if m is not None and m.asset_key == dg.AssetKey(asset)]
+        key = dg.AssetKey(["condor", asset])
+        return [m for m in found if m is not None and m.asset_key == key]
 
 
 def is_temporary(path: Path) -> bool:
@@ -260,4 +260,4 @@ def deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Depl
 
 
 def read_partition(deployment: Deployment, asset: str, key: str) -> pl.DataFrame:
-    return pl.read_parquet(deployment.assets_dir / asset / f"{key}.parquet")
+    return pl.read_parquet(deployment.assets_dir / "condor" / asset / f"{key}.parquet")

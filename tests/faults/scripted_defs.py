@@ -9,10 +9,10 @@ import os
 import dagster as dg
 
 from condor_dagster.methods.condor.assets import CONDOR_ASSETS, TAG_ASSETS
+from condor_dagster.methods.condor.partitions import tags_partitions
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.parquet_io import ParquetIOManager
 from condor_dagster.resources.scripted_llm import ScriptedLLMResource, ScriptRule
-from condor_dagster.stages.partitions import tags_partitions
 
 WRITER = os.environ.get("FAULT_WRITER", "a")
 

@@ -59,8 +59,8 @@ def test_two_runs_writing_one_partition_leave_one_complete_file(
         assert event.partition == key
 
     assert check_parquet_files(deployment.data) == {
-        "assets/knowledge_tree.parquet": 1,
-        f"assets/raw_questions/{key}.parquet": TASKS_X_DIFFICULTIES * SAMPLES,
+        "assets/condor/knowledge_tree.parquet": 1,
+        f"assets/condor/raw_questions/{key}.parquet": TASKS_X_DIFFICULTIES * SAMPLES,
     }
     assert temporary_files(deployment.data) == []
     stored = read_partition(deployment, "raw_questions", key)

@@ -103,7 +103,10 @@ def test_tags_named_like_paths_stay_inside_the_data_directory(deployment: Deploy
     )
     assert tagged.success
     exported = dg.materialize(
-        CONDOR_ASSETS, selection=[sft_dataset], resources=resources, instance=deployment.instance
+        [*CONDOR_ASSETS, sft_dataset],
+        selection=[sft_dataset],
+        resources=resources,
+        instance=deployment.instance,
     )
     assert exported.success
 
@@ -112,17 +115,17 @@ def test_tags_named_like_paths_stay_inside_the_data_directory(deployment: Deploy
         pl.read_parquet(deployment.assets_dir / "condor" / "raw_questions" / f"{k}.parquet")
         for k in keys
     )
-    assert sorted(questions["tag_path"].unique().to_list()) == sorted(
+    assert sorted(questions["origin"].struct.field("tag_path").unique().to_list()) == sorted(
         PATH_TEXT_SEPARATOR.join(["Security", name]) for name in PATH_LIKE
     )
-    # Every file is where the layout says: assets/<asset>/<tag id>.parquet,
-    # assets/<asset>.parquet, exports/..., or the response cache.
+    # Every file is where the layout says: assets/condor/<asset>/<tag id>.parquet,
+    # assets/<asset key>.parquet, exports/..., or the response cache.
     expected = re.compile(
-        r"assets/(knowledge_tree|sft_dataset)\.parquet"
-        r"|assets/(raw_questions|deduplicated_questions|draft_answers|refined_answers"
-        r"|refine_quality)/"
+        r"assets/(condor/knowledge_tree|sft_dataset)\.parquet"
+        r"|assets/condor/(raw_questions|deduplicated_questions|draft_answers|refined_answers"
+        r"|refine_quality|sft_candidates)/"
         rf"({'|'.join(re.escape(k) for k in keys)})\.parquet"
-        r"|exports/[^/]+|llm_cache\.sqlite3(-wal|-shm)?"
+        r"|exports/([^/]+|condor/[^/]+)|llm_cache\.sqlite3(-wal|-shm)?"
     )
     data_files = [str(p.relative_to(deployment.data)) for p in files_under(deployment.data)]
     assert len(data_files) > 4 * len(keys)

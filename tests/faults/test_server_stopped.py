@@ -36,7 +36,7 @@ from .conftest import (
 
 SAMPLES = 4
 RUN_CONFIG = {
-    "ops": {"raw_questions": {"config": {"samples_per_task": SAMPLES, "max_tokens": 256}}}
+    "ops": {"condor__raw_questions": {"config": {"samples_per_task": SAMPLES, "max_tokens": 256}}}
 }
 
 
@@ -137,7 +137,9 @@ def test_server_stopped_mid_run_fails_step_with_clear_message_and_rerun_resumes(
     assert "restart it" in message and "rerun" in message
     assert f"generates only the other {total - saved}" in message
     # The failed step wrote nothing; the tree is intact.
-    assert check_parquet_files(deployment.data) == {"assets/knowledge_tree.parquet": len(keys)}
+    assert check_parquet_files(deployment.data) == {
+        "assets/condor/knowledge_tree.parquet": len(keys)
+    }
 
     rerun = materialize_questions(deployment, keys, server_llm(deployment, vllm_server))
     assert rerun.success
@@ -156,8 +158,11 @@ def test_server_stopped_mid_run_fails_step_with_clear_message_and_rerun_resumes(
         assert (lineage.field("completion_tokens") > 0).all()
     rows = check_parquet_files(deployment.data)
     assert rows == {
-        "assets/knowledge_tree.parquet": len(keys),
-        **{f"assets/raw_questions/{key}.parquet": TASKS_X_DIFFICULTIES * SAMPLES for key in keys},
+        "assets/condor/knowledge_tree.parquet": len(keys),
+        **{
+            f"assets/condor/raw_questions/{key}.parquet": TASKS_X_DIFFICULTIES * SAMPLES
+            for key in keys
+        },
     }
     cached = pl.concat(
         read_partition(deployment, "raw_questions", key)["lineage"].struct.field("cached")

@@ -25,7 +25,7 @@ from .conftest import (
 # cache fills every couple of seconds.
 SAMPLES = 16
 RUN_CONFIG = {
-    "ops": {"raw_questions": {"config": {"samples_per_task": SAMPLES, "max_tokens": 256}}}
+    "ops": {"condor__raw_questions": {"config": {"samples_per_task": SAMPLES, "max_tokens": 256}}}
 }
 
 
@@ -51,7 +51,9 @@ def test_sigkill_mid_generation_leaves_no_partial_file_and_rerun_resumes(
     assert 0 < saved < total, (saved, total)
 
     # Nothing half-written: the only Parquet file is the tree, and it reads back whole.
-    assert check_parquet_files(deployment.data) == {"assets/knowledge_tree.parquet": len(keys)}
+    assert check_parquet_files(deployment.data) == {
+        "assets/condor/knowledge_tree.parquet": len(keys)
+    }
     assert temporary_files(deployment.data) == []
     (killed,) = deployment.runs()
     assert killed.status != dg.DagsterRunStatus.SUCCESS
@@ -73,7 +75,10 @@ def test_sigkill_mid_generation_leaves_no_partial_file_and_rerun_resumes(
 
     rows = check_parquet_files(deployment.data)
     assert rows == {
-        "assets/knowledge_tree.parquet": len(keys),
-        **{f"assets/raw_questions/{key}.parquet": TASKS_X_DIFFICULTIES * SAMPLES for key in keys},
+        "assets/condor/knowledge_tree.parquet": len(keys),
+        **{
+            f"assets/condor/raw_questions/{key}.parquet": TASKS_X_DIFFICULTIES * SAMPLES
+            for key in keys
+        },
     }
     assert temporary_files(deployment.data) == []
