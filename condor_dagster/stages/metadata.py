@@ -28,7 +28,13 @@ def table_schema(frame: pl.DataFrame) -> dg.TableSchema:
 
 
 def markdown_preview(frame: pl.DataFrame, columns: Sequence[str], rows: int = 8) -> str:
-    """A short markdown table; long cells are cut, pipes and newlines escaped."""
+    """A short markdown table; long cells are cut, pipes and newlines escaped. A struct column
+    (the row contract's `origin`) shows as its fields."""
+    head_rows = frame.head(rows).select(columns)
+    for name, dtype in head_rows.schema.items():
+        if isinstance(dtype, pl.Struct):
+            head_rows = head_rows.unnest(name)
+    frame, columns = head_rows, head_rows.columns
 
     def cell(value: Any) -> str:
         text = "" if value is None else str(value)
@@ -38,7 +44,7 @@ def markdown_preview(frame: pl.DataFrame, columns: Sequence[str], rows: int = 8)
     head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
     body = "\n".join(
         "| " + " | ".join(cell(row[c]) for c in columns) + " |"
-        for row in frame.head(rows).select(columns).iter_rows(named=True)
+        for row in frame.iter_rows(named=True)
     )
     return head + body
 

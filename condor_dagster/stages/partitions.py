@@ -95,7 +95,8 @@ def output_for_partitions(
     if len(frames) > 1:
         for key, frame in frames.items():
             context.add_asset_metadata(
-                {"dagster/partition_row_count": frame.height}, partition_key=key
+                {"dagster/row_count": frame.height, "dagster/partition_row_count": frame.height},
+                partition_key=key,
             )
     if len(frames) == 1:
         return next(iter(frames.values()))

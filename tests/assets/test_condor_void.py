@@ -69,6 +69,7 @@ def test_whole_chain_in_one_multi_partition_run(scripted_world: CondorWorld):
     for event in run.asset_materializations_for_node("condor__draft_answers"):
         stored = world.read("draft_answers", str(event.partition))
         assert event.metadata["dagster/partition_row_count"].value == stored.height
+        assert event.metadata["dagster/row_count"].value == stored.height
 
     for key in keys:
         raw = world.read("raw_questions", key)

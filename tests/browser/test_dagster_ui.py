@@ -16,12 +16,13 @@ from .conftest import FIRST_LOAD_TIMEOUT_MS, DagsterUI, Screen
 
 pytestmark = pytest.mark.server
 
-SIX_ASSETS = [
+GRAPH_ASSETS = [
     "knowledge_tree",
     "raw_questions",
     "deduplicated_questions",
     "draft_answers",
     "refined_answers",
+    "sft_candidates",
     "sft_dataset",
 ]
 
@@ -43,7 +44,7 @@ def expect_metadata_value(screen: Screen, name: str, value: object) -> None:
     expect(metadata_row(screen, name)).to_have_text(re.compile(pattern))
 
 
-def test_asset_graph_shows_the_six_assets(dagster_ui: DagsterUI, screen: Screen):
+def test_asset_graph_shows_the_condor_assets_and_sft_dataset(dagster_ui: DagsterUI, screen: Screen):
     page = screen.page
     # Wide enough that the whole graph fits at a zoom where nodes show full names (below 0.6
     # the UI draws small nodes with names cut in the middle).
@@ -57,9 +58,9 @@ def test_asset_graph_shows_the_six_assets(dagster_ui: DagsterUI, screen: Screen)
         page.get_by_role("button", name="settings", exact=True).click()
         page.get_by_role("menuitem", name="Expand all groups").click()
         page.keyboard.press("Escape")
-        for group in ("condor_void", "condor_refine", "condor_export"):
+        for group in ("condor", "export"):
             expect(visible_text(screen, group)).to_be_visible()
-        for asset in SIX_ASSETS:
+        for asset in GRAPH_ASSETS:
             expect(visible_text(screen, asset)).to_be_visible()
         # raw_questions' node reports its partitions: 2 of the 3 tags have data (66%).
         filled = 100 * len(dagster_ui.materialized) // len(dagster_ui.tags)
@@ -69,7 +70,7 @@ def test_asset_graph_shows_the_six_assets(dagster_ui: DagsterUI, screen: Screen)
 
 def test_raw_questions_partitions_show_their_status(dagster_ui: DagsterUI, screen: Screen):
     page = screen.page
-    page.goto(f"{dagster_ui.url}/assets/raw_questions?view=partitions")
+    page.goto(f"{dagster_ui.url}/assets/condor/raw_questions?view=partitions")
     n_done, n_missing = len(dagster_ui.materialized), len(dagster_ui.missing)
     with screen.explained("raw_questions' Partitions tab"):
         expect(page.get_by_text(f"{len(dagster_ui.tags)} Partitions Selected")).to_be_visible(
@@ -108,7 +109,7 @@ def test_materialization_metadata_shows_row_counts_and_preview(
     page = screen.page
     page.set_viewport_size({"width": 1600, "height": 2200})  # the whole metadata table
     key = dagster_ui.materialized[0]
-    page.goto(f"{dagster_ui.url}/assets/raw_questions?view=events")
+    page.goto(f"{dagster_ui.url}/assets/condor/raw_questions?view=events")
     with screen.explained("raw_questions' Events tab"):
         event = visible_text(screen, key)
         expect(event).to_be_visible(timeout=FIRST_LOAD_TIMEOUT_MS)
@@ -130,6 +131,6 @@ def test_materialization_metadata_shows_row_counts_and_preview(
         expect(
             preview.get_by_role("cell", name=re.compile("Healthcare > Nutrition")).first
         ).to_be_visible()
-        for name in ("requests", "completion_tokens", "drop_reasons"):
+        for name in ("requests", "completion_tokens", "kept", "dropped_by_reason"):
             expect(metadata_row(screen, name)).to_be_visible()
     screen.screenshot()

@@ -46,6 +46,7 @@ def test_demo_command_runs_the_pipeline_on_the_real_model(tmp_path, smollm2_mode
         "draft_answers",
         "refined_answers",
         "refine_quality",
+        "sft_candidates",
     )
     for stage in ("knowledge_tree", *stages, "sft_dataset"):
         assert f"{stage}: " in out, stage
@@ -54,10 +55,15 @@ def test_demo_command_runs_the_pipeline_on_the_real_model(tmp_path, smollm2_mode
     tags = sorted(p.stem for p in (assets / "condor" / "raw_questions").glob("*.parquet"))
     assert 1 <= len(tags) <= 2
     for stage in stages[1:]:
-        assert sorted(p.stem for p in (assets / stage).glob("*.parquet")) == tags, stage
+        assert sorted(p.stem for p in (assets / "condor" / stage).glob("*.parquet")) == tags, stage
     assert (assets / "condor" / "knowledge_tree.parquet").is_file()
     exports = home / "data" / "exports"
-    for name in ("README.md", "sft_refine.messages.jsonl", "sft_void.sharegpt.jsonl"):
+    for name in (
+        "README.md",
+        "sft_refine.messages.jsonl",
+        "sft_void.sharegpt.jsonl",
+        "condor/sft_refine.parquet",
+    ):
         assert (exports / name).is_file(), name
     # Real words: the questions and answers are English, not the tiny model's noise.
     samples = [
@@ -73,7 +79,7 @@ def test_demo_command_runs_the_pipeline_on_the_real_model(tmp_path, smollm2_mode
     # The trace example it prints works on the data it made.
     traced = re.search(r"condor trace (r-[0-9a-f]+)", out)
     assert traced is not None
-    assert f"trace {traced.group(1)} (refined_answers)" in out
+    assert f"trace {traced.group(1)} (condor/refined_answers)" in out
     assert (home / "data" / "llm_cache.sqlite3").is_file()
     # The runs are recorded on the instance the UI will open, which reports no telemetry.
     assert any((home / "dagster_home").rglob("*.db"))

@@ -36,17 +36,22 @@ PAIRS = [
 def test_the_real_judge_answers_within_the_schema_in_both_orders(smollm2_engine) -> None:
     pairs = [
         PairToJudge(
-            refined_id=f"r-{i}",
-            draft_id=f"a-{i}",
-            question_id=f"q-{i}",
-            tag_id="food.00000001",
-            tag_path="Food > Baking",
-            task="domain_knowledge_qa",
-            difficulty="easy",
-            language="en",
-            question=question,
-            draft_answer=draft,
-            refined_answer=refined,
+            row={
+                "id": f"r-{i}",
+                "parent_id": f"a-{i}",
+                "question_id": f"q-{i}",
+                "method": "condor",
+                "partition_key": "food.00000001",
+                "language": "en",
+                "origin": {
+                    "tag_path": "Food > Baking",
+                    "task": "domain_knowledge_qa",
+                    "difficulty": "easy",
+                },
+                "question": question,
+                "draft_answer": draft,
+                "answer": refined,
+            },
             rewritten=True,
         )
         for i, (question, draft, refined) in enumerate(PAIRS)

@@ -17,6 +17,7 @@ from .ui import (
     SMALL_TAG_RUN_CONFIG,
     TAG_ASSETS,
     DagsterUI,
+    asset_path,
     tree_run_config,
     write_taxonomy,
 )
@@ -39,7 +40,9 @@ def tag_id(*path: str) -> str:
 
 
 def partition_file(ui: DagsterUI, asset: str, key: str) -> Path:
-    return Path(ui.stack.env["CONDOR_DATA_DIR"]) / "assets" / asset / f"{key}.parquet"
+    return Path(ui.stack.env["CONDOR_DATA_DIR"]).joinpath(
+        "assets", *asset_path(asset), f"{key}.parquet"
+    )
 
 
 def materialize_tree(ui: DagsterUI, taxonomy: Path) -> None:
@@ -51,7 +54,11 @@ def gpu_step_intervals(ui: DagsterUI, run_ids: list[str]) -> list[tuple[float, f
     """(start, end, run:step) of every step in the gpu pool, from the runs' event records."""
     from dagster import DagsterEventType
 
-    members = {asset for asset, pools in ui.pools(ENGINE_ASSETS).items() if "gpu" in pools}
+    members = {  # step keys: the asset key path joined by "__"
+        "__".join(asset_path(asset))
+        for asset, pools in ui.pools(ENGINE_ASSETS).items()
+        if "gpu" in pools
+    }
     types = {DagsterEventType(t) for t in STEP_EVENTS}
     intervals = []
     with ui.stack.instance() as instance:
@@ -78,7 +85,9 @@ def materializations_per_partition(ui: DagsterUI, asset: str) -> Counter[str]:
     import dagster as dg
 
     with ui.stack.instance() as instance:
-        records = instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records
+        records = instance.fetch_materializations(
+            dg.AssetKey(asset_path(asset)), limit=1000
+        ).records
     return Counter(r.partition_key for r in records)
 
 

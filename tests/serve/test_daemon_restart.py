@@ -43,4 +43,4 @@ def test_backfill_survives_a_daemon_restart(condor_stack: DagsterUI, tmp_path: P
     for asset in TAG_ASSETS:
         assert set(keys) <= set(statuses[asset]["materialized"]), (asset, statuses[asset])
         for key in keys:
-            assert pl.read_parquet(data / asset / f"{key}.parquet").schema, (asset, key)
+            assert pl.read_parquet(data / "condor" / asset / f"{key}.parquet").schema, (asset, key)

@@ -23,7 +23,19 @@ TAG_ASSETS = [
     "draft_answers",
     "refined_answers",
     "refine_quality",
+    "sft_candidates",
 ]
+SHARED_ASSETS = {"sft_dataset", "engine_smoke_test"}
+
+
+def asset_path(asset: str) -> list[str]:
+    """The key path of a Condor asset name ("raw_questions" -> condor/raw_questions), of a
+    shared asset (sft_dataset) or of a key written with '/'."""
+    if "/" in asset:
+        return asset.split("/")
+    return [asset] if asset in SHARED_ASSETS else ["condor", asset]
+
+
 # Small generations: the tiny model's text is noise, the machinery is what is checked.
 SMALL_TAG_RUN_CONFIG = {
     "ops": {
@@ -128,7 +140,7 @@ class DagsterUI:
         node = self.q(
             "query($k: AssetKeyInput!) { assetNodeOrError(assetKey: $k) { "
             "... on AssetNode { partitionKeys } } }",
-            k={"path": [asset]},
+            k={"path": asset_path(asset)},
         )["assetNodeOrError"]
         return list(node["partitionKeys"])
 
@@ -149,7 +161,7 @@ class DagsterUI:
                 assetKey { path } assetPartitionStatuses { __typename
                 ... on DefaultPartitionStatuses { materializedPartitions failedPartitions
                 unmaterializedPartitions materializingPartitions } } } }""",
-            keys=[{"path": [a]} for a in assets],
+            keys=[{"path": asset_path(a)} for a in assets],
         )["assetNodes"]
         out = {}
         for node in nodes:
@@ -176,7 +188,7 @@ class DagsterUI:
         nodes = self.q(
             "query($keys: [AssetKeyInput!]) { assetNodes(assetKeys: $keys) { "
             "assetKey { path } pools } }",
-            keys=[{"path": [a]} for a in assets],
+            keys=[{"path": asset_path(a)} for a in assets],
         )["assetNodes"]
         return {n["assetKey"]["path"][-1]: list(n["pools"]) for n in nodes}
 
@@ -197,7 +209,7 @@ class DagsterUI:
         """launchPartitionBackfill over an asset selection, what the UI's Materialize button
         sends for partitioned assets; returns the backfill id."""
         params: dict[str, Any] = {
-            "assetSelection": [{"path": [a]} for a in assets],
+            "assetSelection": [{"path": asset_path(a)} for a in assets],
             "partitionNames": partitions,
         }
         if run_config is not None:
