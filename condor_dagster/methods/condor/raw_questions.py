@@ -95,7 +95,7 @@ def raw_questions(
     yield dg.Output(
         output_for_partitions(context, frames),
         metadata={
-            **partitioned_frame_metadata(frames, ["origin", "drop_reason", "text"]),
+            **partitioned_frame_metadata(frames, ["origin", "text"]),
             **generation_metadata(result.stats),
             **drop_metadata(r.drop_reason for r in rows),
         },
