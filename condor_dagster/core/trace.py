@@ -71,25 +71,11 @@ class TraceStage:
 
 
 @dataclass(frozen=True)
-class OriginStep:
-    """One node on the way from a method's root to the row's origin (Condor: a tree node)."""
-
-    node_id: str
-    parent_id: str | None
-    level: int
-    name: str
-    language: str
-    source: str
-    is_leaf: bool
-    lineage: Lineage | None
-
-
-@dataclass(frozen=True)
 class TraceMethod:
     """How trace describes one method's origin."""
 
     method: str
-    origin_chain: Callable[[Finder, str], list[OriginStep]] | None = None
+    origin_chain: Callable[[Finder, str], list[TreeStep]] | None = None
     """(finder, origin id) -> nodes from the root down to the origin; None: the row's origin
     struct is the whole story."""
     origin_id: re.Pattern[str] | None = None
@@ -434,7 +420,7 @@ def trace(id: str, assets_dir: str | Path | None = None) -> Trace:
     dedup = _dedup_decision(finder, *question) if question else None
     if origin_id is None and method and method.partition_is_origin:
         origin_id = first.get("partition_key")
-    chain: list[OriginStep] = []
+    chain: list[TreeStep] = []
     if origin_id and method and method.origin_chain:
         chain = method.origin_chain(finder, origin_id)
     complete = bool(chain) and chain[0].parent_id is None
@@ -452,7 +438,7 @@ def trace(id: str, assets_dir: str | Path | None = None) -> Trace:
         steps=steps,
         dedup=dedup,
         rounds=rounds,
-        origin_chain=[TreeStep(**vars(n)) for n in chain],
+        origin_chain=chain,
         warnings=finder.warnings,
     )
 
@@ -488,7 +474,7 @@ def _trace_origin(finder: Finder, method: TraceMethod, origin_id: str) -> Trace:
         steps=[],
         dedup=None,
         rounds=[],
-        origin_chain=[TreeStep(**vars(n)) for n in chain],
+        origin_chain=chain,
         warnings=finder.warnings,
     )
 
@@ -708,7 +694,6 @@ def _dedup_lines(dedup: DedupDecision | None, max_chars: int | None) -> list[str
 
 __all__ = [
     "DedupDecision",
-    "OriginStep",
     "Trace",
     "TraceError",
     "TraceMethod",

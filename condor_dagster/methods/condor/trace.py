@@ -9,9 +9,9 @@ import polars as pl
 from condor_dagster.core.tag_ids import PARTITION_KEY_PATTERN
 from condor_dagster.core.trace import (
     Finder,
-    OriginStep,
     TraceMethod,
     TraceStage,
+    TreeStep,
     lineage_of,
     register,
 )
@@ -66,14 +66,14 @@ STAGES = [
 ]
 
 
-def tree_chain(finder: Finder, node_id: str) -> list[OriginStep]:
+def tree_chain(finder: Finder, node_id: str) -> list[TreeStep]:
     """Nodes from the root down to `node_id`; a missing link ends it with a warning."""
     if not finder.store.exists(list(TREE)):
         finder.warnings.append(
             f"{finder.where(TREE)} does not exist: the tag path comes from the rows"
         )
         return []
-    chain: list[OriginStep] = []
+    chain: list[TreeStep] = []
     current: str | None = node_id
     while current is not None and len(chain) < _MAX_TREE_DEPTH:
         node = finder.unpartitioned_row(TREE, "node_id", current)
@@ -89,7 +89,7 @@ def tree_chain(finder: Finder, node_id: str) -> list[OriginStep]:
             )
             break
         chain.append(
-            OriginStep(
+            TreeStep(
                 node_id=node["node_id"],
                 parent_id=node["parent_id"],
                 level=node["level"],
