@@ -65,6 +65,16 @@ def embedding_matrix(embeddings: pl.DataFrame | pl.LazyFrame, ids: Sequence[str]
     return flat.to_numpy().reshape(len(ids), dim)
 
 
+def concat_partitions(frames: Mapping[str, Any] | None) -> pl.DataFrame | None:
+    """Every stored partition of an input ({partition: frame}) as one frame; None when there
+    are no rows (nothing materialized yet, or only empty partitions)."""
+    parts = [f.lazy() for f in (frames or {}).values() if f is not None]
+    if not parts:
+        return None
+    frame = pl.concat(parts, how="vertical_relaxed").collect()
+    return frame if frame.height else None
+
+
 def embedding_models(embeddings: Mapping[str, pl.DataFrame]) -> list[str]:
     """The one embedding model every method's stored embeddings come from, as [model]; a
     ValueError names each method's models when they differ (their vectors are not comparable)."""
@@ -209,10 +219,10 @@ def export_files(
         "sharegpt": out_dir / f"{stem}.sharegpt.jsonl",
     }
     _atomic_write(paths["parquet"], lambda tmp: kept.sink_parquet(tmp, compression="zstd"))
-    wanted = ["id", "method", "question", "answer", *extra]
+    # The JSONL columns, read once for both files (not the lineage and other wide columns).
+    frame = kept.select("id", "method", "question", "answer", *extra).collect()
 
     def rows() -> Iterator[dict[str, Any]]:
-        frame = kept.select(wanted).collect()
         for part in frame.iter_slices(_SLICE_ROWS):
             yield from part.iter_rows(named=True)
 
