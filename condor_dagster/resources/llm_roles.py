@@ -39,6 +39,7 @@ from condor_dagster.resources.vllm_engine import (
     format_amount,
     gpu_memory_budget,
     is_cpu_build,
+    positive_amount,
 )
 
 LLM_ROLES: tuple[str, ...] = ("llm", "label", "score", "polish")
@@ -176,17 +177,6 @@ def _role_int(name: str, role: str, env: Mapping[str, str]) -> int | None:
         raise ValueError(f"{variable} must be a whole number, got {value!r}") from None
 
 
-def _memory_value(variable: str, value: str, *, upper: float | None) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not (number > 0 and (upper is None or number <= upper)):
-        bound = f" and at most {format_amount(upper)}" if upper is not None else ""
-        raise ValueError(f"{variable} must be a number above 0{bound}, got {value!r}")
-    return number
-
-
 def default_model(role: str = "llm", environ: Mapping[str, str] | None = None) -> str:
     """The role's CONDOR_MODEL (falling back to the `llm` role's, then SmolLM2), a known name
     resolved to its directory (never installed while the definitions load: the engine's check
@@ -256,7 +246,7 @@ def _role_spec(role: str, env: Mapping[str, str]) -> _Spec:
         own = _lookup(name, role, env, inherit=False)
         if own is not None:
             upper = 1.0 if name == GPU_MEMORY_ENV else None
-            memory.append(_Memory(resource_field, _memory_value(*own, upper=upper), own[0]))
+            memory.append(_Memory(resource_field, positive_amount(*own, upper=upper), own[0]))
     return _Spec("engine", settings, tuple(memory), roles=[role])
 
 
@@ -309,7 +299,7 @@ def _memory_budget(env: Mapping[str, str], cpu: bool, engines: int) -> float | N
         return None
     space = env.get(KV_CACHE_SPACE_ENV, "").strip()
     if space:
-        return _memory_value(KV_CACHE_SPACE_ENV, space, upper=None)
+        return positive_amount(KV_CACHE_SPACE_ENV, space, upper=None)
     return DEFAULT_CPU_KV_CACHE_BUDGET_GIB
 
 

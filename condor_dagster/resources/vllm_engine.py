@@ -140,15 +140,19 @@ def _budget_from_env(
     """The budget variable `name` as a positive number (at most `upper`), None when unset."""
     env = os.environ if environ is None else environ
     text = env.get(name, "").strip()
-    if not text:
-        return None
+    return positive_amount(name, text, upper=upper) if text else None
+
+
+def positive_amount(variable: str, text: str, *, upper: float | None) -> float:
+    """`text` (the value of `variable`) as a number above 0 and at most `upper`; ValueError
+    naming the variable and the value otherwise."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not (value > 0 and (upper is None or value <= upper)):
         bound = f" and at most {format_amount(upper)}" if upper is not None else ""
-        raise ValueError(f"{name} must be a number above 0{bound}, got {text!r}")
+        raise ValueError(f"{variable} must be a number above 0{bound}, got {text!r}")
     return value
 
 

@@ -13,6 +13,7 @@ import polars as pl
 from pydantic import Field
 
 from condor_dagster.core.export import (
+    concat_partitions,
     cross_partition_decisions,
     embedding_models,
     example_lines,
@@ -72,15 +73,6 @@ def _input(method: str, name: str) -> str:
     return f"{method}__{name}"
 
 
-def _concat(frames: Mapping[str, Any] | None) -> pl.DataFrame | None:
-    """Every non-empty partition as one frame (None when there is none)."""
-    parts = [f.lazy() for f in (frames or {}).values() if f is not None]
-    if not parts:
-        return None
-    frame = pl.concat(parts, how="vertical_relaxed").collect()
-    return frame if frame.height else None
-
-
 def sft_dataset_stage(
     methods: Sequence[MethodExport], *, group: str = "export", name: str = "sft_dataset"
 ) -> dg.AssetsDefinition:
@@ -109,7 +101,7 @@ def sft_dataset_stage(
         materialized yet are left out."""
         present = {}
         for m in methods:
-            frame = _concat(inputs.get(_input(m.method, "candidates")))
+            frame = concat_partitions(inputs.get(_input(m.method, "candidates")))
             if frame is not None:
                 present[m.method] = (m, frame)
         if not present:

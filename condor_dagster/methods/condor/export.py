@@ -11,7 +11,7 @@ from typing import Any
 
 import polars as pl
 
-from condor_dagster.core.export import count_table, flatten_origin
+from condor_dagster.core.export import concat_partitions, count_table, flatten_origin
 from condor_dagster.core.prompts import LANGUAGES, load_prompt
 from condor_dagster.methods.condor.candidates import VARIANTS
 from condor_dagster.methods.condor.card_figures import figure_card_lines, write_card_figures
@@ -103,11 +103,6 @@ def card_section(
     ]
     figures = write_card_figures(flat, out_dir / "condor")
     lines += figure_card_lines(figures, card_dir=out_dir)
-    judgments = _concat(extras.get("refine_quality"))
+    judgments = concat_partitions(extras.get("refine_quality"))
     lines += refine_quality_lines(samples, judgments)
     return lines, figures
-
-
-def _concat(frames: Mapping[str, Any] | None) -> pl.DataFrame | None:
-    parts = [f.lazy() for f in (frames or {}).values() if f is not None]
-    return pl.concat(parts, how="vertical_relaxed").collect() if parts else None
