@@ -33,6 +33,15 @@ DropReason = Literal[
     "exact_duplicate",
     "near_duplicate",
     "cross_partition_duplicate",
+    # corpus documents (methods/corpus): a record without usable text
+    "malformed_document",
+    "undecodable_text",
+    # AugCon: a tree node without a usable question, the ROUGE-L filter and the quota, the
+    # answer demos' self-check
+    "short_question",
+    "rouge_duplicate",
+    "over_quota",
+    "failed_self_check",
 ]
 DROP_REASONS: tuple[str, ...] = get_args(DropReason)
 
