@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -223,13 +223,7 @@ def _jsonl_record(line: bytes, *, number: int, position: int, field: str) -> _Ra
         fields = ", ".join(repr(k) for k in list(record)[:10])
         detail = f"{where}: no string field {field!r} (fields: {fields}; set text_field)"
         return _dropped(position, "malformed_document", detail)
-    return _Raw(
-        position=position,
-        text=text,
-        where=where,
-        title=_optional_str(record.get("title")),
-        language=_optional_str(record.get("language")),
-    )
+    return _from_record(record, position=position, text=text, where=where)
 
 
 def _parquet(path: Path, *, text_field: str, start: int, stop: int) -> Iterator[_Raw]:
@@ -312,13 +306,7 @@ def _table_record(row: dict[str, Any], *, position: int, field: str) -> _Raw:
         kind = "null" if value is None else type(value).__name__
         detail = f"{where}: field {field!r} is {kind}, not a string"
         return _dropped(position, "malformed_document", detail)
-    return _Raw(
-        position=position,
-        text=value,
-        where=where,
-        title=_optional_str(row.get("title")),
-        language=_optional_str(row.get("language")),
-    )
+    return _from_record(row, position=position, text=value, where=where)
 
 
 def _plain_text(data: bytes, *, markdown: bool) -> _Raw:
@@ -368,6 +356,17 @@ def _dropped(position: int, reason: DropReason, detail: str) -> _Raw:
 
 def _optional_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _from_record(record: Mapping[str, Any], *, position: int, text: str, where: str) -> _Raw:
+    """A record's text with its optional `title` and `language` fields (JSONL, Parquet, HF)."""
+    return _Raw(
+        position=position,
+        text=text,
+        where=where,
+        title=_optional_str(record.get("title")),
+        language=_optional_str(record.get("language")),
+    )
 
 
 def _clean_title(title: str | None) -> str | None:
