@@ -87,10 +87,24 @@ def test_vllm_chats_in_english_and_follows_a_json_schema(smollm2_engine: object)
         capital: str
 
     llm = smollm2_engine
-    chat = LLMRequest(
-        messages=(ChatMessage(role="user", content="What is the capital of France?"),),
-        sampling=SamplingParams(temperature=0.0, max_tokens=48),
-    )
+    # Several facts, not one: a 135M model's greedy answer to any single question flips with
+    # the CPU's numerics (bf16 on AMX machines answers France with French verse, float32 with
+    # Paris; Italy the other way round), while both get four of these six right.
+    capitals = {
+        "France": "Paris",
+        "Japan": "Tokyo",
+        "Italy": "Rome",
+        "Germany": "Berlin",
+        "Spain": "Madrid",
+        "Egypt": "Cairo",
+    }
+    chats = [
+        LLMRequest(
+            messages=(ChatMessage(role="user", content=f"What is the capital of {country}?"),),
+            sampling=SamplingParams(temperature=0.0, max_tokens=48),
+        )
+        for country in capitals
+    ]
     structured = LLMRequest(
         messages=(
             ChatMessage(role="user", content="Name a country and its capital city, as JSON."),
@@ -98,13 +112,15 @@ def test_vllm_chats_in_english_and_follows_a_json_schema(smollm2_engine: object)
         sampling=SamplingParams(temperature=0.0, max_tokens=64),
         schema=Capital,
     )
-    text, obj = llm.generate([chat, structured]).completions  # type: ignore[attr-defined]
-    words = text.text.split()
-    assert len(words) >= 3, text.text
-    assert "Paris" in text.text, text.text
+    *answers, obj = llm.generate([*chats, structured]).completions  # type: ignore[attr-defined]
+    texts = [a.text for a in answers]
+    right = [c for c, a in zip(capitals.values(), texts, strict=True) if c in a]
+    assert len(right) >= 3, texts
+    words = " ".join(texts).split()
+    assert len(words) >= 3 * len(texts), texts
     # Real English: most tokens are dictionary-like words of Latin letters.
     latin = [w for w in words if w.strip(".,!?;:'\"()").isalpha()]
-    assert len(latin) / len(words) > 0.7, text.text
+    assert len(latin) / len(words) > 0.7, texts
     assert obj.parse_error is None, obj.text
     assert isinstance(obj.parsed, Capital) and obj.parsed.capital.strip()
 
