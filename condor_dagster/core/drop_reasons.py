@@ -36,9 +36,12 @@ DropReason = Literal[
     # corpus documents (methods/corpus): a record without usable text
     "malformed_document",
     "undecodable_text",
-    # AugCon: a tree node without a usable question, the ROUGE-L filter and the quota, the
-    # answer demos' self-check
+    # AugCon: a leaf context (no request sent), a tree node without a usable question, a
+    # triplet whose two questions are the same, the ROUGE-L filter and the quota, the answer
+    # demos' self-check
+    "short_context",
     "short_question",
+    "same_question",
     "rouge_duplicate",
     "over_quota",
     "failed_self_check",
