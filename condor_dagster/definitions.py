@@ -19,11 +19,14 @@ import os
 
 import dagster as dg
 
+from condor_dagster.methods.augcon import definitions as augcon
 from condor_dagster.methods.condor import definitions as condor
+from condor_dagster.methods.corpus.resource import CorpusResource
 from condor_dagster.methods.dataset import sft_dataset
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.llm_roles import llm_resources_from_env
 from condor_dagster.resources.parquet_io import ParquetIOManager
+from condor_dagster.resources.query_scorer import QueryScorerResource
 from condor_dagster.stages.llm_smoke import engine_smoke_test
 
 engine_smoke_job = dg.define_asset_job(
@@ -39,10 +42,13 @@ sft_dataset_job = dg.define_asset_job(
 
 
 def resources_from_env() -> dict[str, object]:
-    """The LLM of every role (one engine unless a role names its own), embeddings, storage."""
+    """The LLM of every role (one engine unless a role names its own), embeddings, the
+    corpus, AugCon's query scorer, storage."""
     return {
         **llm_resources_from_env(),
         "embeddings": SentenceTransformerEmbeddings(),
+        "corpus": CorpusResource(),
+        "query_scorer": QueryScorerResource(),
         "io_manager": ParquetIOManager(base_dir=os.environ.get("CONDOR_ASSETS_DIR") or None),
     }
 
@@ -60,6 +66,7 @@ def shared_definitions() -> dg.Definitions:
 # multiprocess executor; batching across partitions keeps the one engine busy instead.
 defs = dg.Definitions.merge(
     condor.defs,
+    augcon.defs,
     shared_definitions(),
     dg.Definitions(resources=resources_from_env(), executor=dg.in_process_executor),
 )

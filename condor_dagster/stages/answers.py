@@ -1,7 +1,7 @@
 """The shared answer stage: one answer per kept question of a dedup asset (Condor Void's draft
 answers; another method passes its own prompt and template values)."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -52,24 +52,29 @@ def answers_stage(
     values: PromptValues = question_values,
     role: str = "llm",
     config_class: type[DraftAnswersConfig] = DraftAnswersConfig,
+    extra_ins: Mapping[str, dg.AssetKey] | None = None,
+    values_from: Callable[[Mapping[str, Any]], PromptValues] | None = None,
 ) -> dg.AssetsDefinition:
     """An answer asset over `upstream` (a dedup asset: rows with `kept` and `text`); rows get
     ids `<id_prefix>-...` and the LLM of `role`; `config_class` (a subclass of
-    DraftAnswersConfig) sets the method's own defaults."""
+    DraftAnswersConfig) sets the method's own defaults. `extra_ins` (input name -> key) are
+    further inputs, such as unpartitioned demonstrations: `values_from` gets them loaded (by
+    name) and returns the template values function, which then replaces `values`."""
     version = code_version([prompts_sha(prompt)], config_class().model_dump())
 
     def answers(
-        context: dg.AssetExecutionContext, config: DraftAnswersConfig, upstream: Any
+        context: dg.AssetExecutionContext, config: DraftAnswersConfig, upstream: Any, **extra: Any
     ) -> Iterator[dg.Output[Any] | dg.AssetCheckResult]:
         """Answers with the question id as parent, finish_reason, tokens, a truncation flag
         and the drop reason the shared filters give the answer as it stands."""
+        row_values = values_from(extra) if values_from is not None else values
         questions = inputs_by_partition(context, upstream)
         keys = list(context.partition_keys)
         sampling = SamplingParams(temperature=config.temperature, max_tokens=config.max_tokens)
         jobs: list[AnswerJob] = [
             job
             for key in keys
-            for job in answer_jobs(questions[key], sampling, prompt=prompt, values=values)
+            for job in answer_jobs(questions[key], sampling, prompt=prompt, values=row_values)
         ]
         context.log.info(f"{name}: {len(jobs)} questions across {len(keys)} partitions")
         result = llm_for_role(context, role).generate(
@@ -117,7 +122,7 @@ def answers_stage(
         key_prefix=key_prefix,
         partitions_def=partitions_def,
         group=group,
-        ins={"upstream": upstream},
+        ins={"upstream": upstream, **(extra_ins or {})},
         kinds={"vllm", "parquet"},
         pool=GPU_POOL,
         code_version=version,

@@ -85,7 +85,8 @@ class TreeNodeRow(SampleRow):
 
 class FilteredQuestionRow(SampleRow):
     """augcon/filtered_questions: one usable tree question with its scorer score and the
-    ROUGE-L filter's decision; parent_id is the tree node."""
+    ROUGE-L filter's decision; id and parent_id are the tree node's (a pass-through, as
+    dedup is)."""
 
     origin: AugconOrigin  # type: ignore[assignment]
     text: str
@@ -100,3 +101,27 @@ class FilteredQuestionRow(SampleRow):
     rouge_l: float | None
     """ROUGE-L F-measure against that question."""
     lineage: Lineage
+
+
+class AnswerDemoRow(BaseModel):
+    """augcon/answer_demos: one QA example, the model's own answer to it and the self-check's
+    verdict; the kept rows are the grounded answers' demonstrations in their language."""
+
+    id: str
+    language: str
+    """The prompt language ("en" or "zh") the example serves."""
+    position: int
+    """The example's place in its file."""
+    context: str
+    question: str
+    reference: str
+    """The example's reference answer (what a kept demo shows)."""
+    answer: str
+    """The model's answer, judged against the reference."""
+    verdict: str | None
+    """yes / no; None when the judgment did not parse."""
+    kept: bool
+    drop_reason: DropReason | None
+    """truncated, parse_failed, failed_self_check or over_quota; None when kept."""
+    answer_lineage: Lineage
+    judge_lineage: Lineage

@@ -1,0 +1,126 @@
+"""How `condor trace` walks AugCon's rows: grounded answers (ca-) -> the tree question (cn-,
+with its dedup decision) -> its ancestors in the Context-Split-Tree -> the root chunk (ck-) ->
+the corpus document (d-)."""
+
+from __future__ import annotations
+
+from condor_dagster.core.trace import (
+    Finder,
+    TraceMethod,
+    TraceStage,
+    TreeStep,
+    lineage_of,
+    register,
+)
+
+METHOD = "augcon"
+TREE = (METHOD, "context_tree")
+CHUNKS = (METHOD, "chunks")
+DOCUMENTS = ("corpus", "documents")
+_MAX_DEPTH = 64
+_NAME_CHARS = 120
+
+
+def _key(name: str) -> tuple[str, ...]:
+    return (METHOD, name)
+
+
+STAGES = [
+    TraceStage(
+        method=METHOD,
+        key=_key("grounded_answers"),
+        id_prefix="ca",
+        text_column="answer",
+        label="answer",
+        parent=TREE,
+        details=("question", "truncated", "drop_reason"),
+    ),
+    TraceStage(
+        method=METHOD,
+        key=TREE,
+        id_prefix="cn",
+        text_column="text",
+        label="question",
+        parent=None,
+        details=("stop_reason", "drop_reason", "support"),
+        dedup=_key("deduplicated_questions"),
+    ),
+]
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _NAME_CHARS else text[: _NAME_CHARS - 1] + "…"
+
+
+def corpus_chain(finder: Finder, origin_id: str) -> list[TreeStep]:
+    """From the document down to the question's parent: document, chunk, tree nodes."""
+    chain: list[TreeStep] = []
+    current: str | None = origin_id
+    while current is not None and current.startswith("cn-") and len(chain) < _MAX_DEPTH:
+        node = finder.row(TREE, current)
+        if node is None:
+            finder.warnings.append(f"tree node {current!r} is not in {finder.where(TREE)}")
+            return list(reversed(chain))
+        chain.append(
+            TreeStep(
+                node_id=node["id"],
+                parent_id=node["parent_id"],
+                level=2 + int(node["origin"]["depth"]),
+                name=f"node {node['origin']['node_path'] or 'root'}: "
+                + _short(node["origin"]["context"]),
+                language=node["language"],
+                source="llm",
+                is_leaf=False,
+                lineage=lineage_of(node.get("lineage")),
+            )
+        )
+        current = node["parent_id"]
+    if current is not None and current.startswith("ck-"):
+        chunk = finder.row(CHUNKS, current)
+        if chunk is None:
+            finder.warnings.append(f"chunk {current!r} is not in {finder.where(CHUNKS)}")
+            return list(reversed(chain))
+        chain.append(
+            TreeStep(
+                node_id=chunk["id"],
+                parent_id=chunk["parent_id"],
+                level=1,
+                name=f"chunk {chunk['position']}: {_short(chunk['text'])}",
+                language=chunk["language"],
+                source="corpus",
+                is_leaf=False,
+                lineage=None,
+            )
+        )
+        current = chunk["parent_id"]
+    if current is not None:
+        document = finder.row(DOCUMENTS, current)
+        if document is None:
+            finder.warnings.append(f"document {current!r} is not in {finder.where(DOCUMENTS)}")
+            return list(reversed(chain))
+        chain.append(
+            TreeStep(
+                node_id=document["id"],
+                parent_id=None,
+                level=0,
+                name=f"{document['source']}"
+                + (f" ({document['title']})" if document.get("title") else ""),
+                language=document["language"],
+                source="corpus",
+                is_leaf=False,
+                lineage=None,
+            )
+        )
+    return list(reversed(chain))
+
+
+register(
+    TraceMethod(
+        method=METHOD,
+        origin_chain=corpus_chain,
+        origin_label="document",
+        origin_stage="corpus/documents",
+    ),
+    STAGES,
+)
