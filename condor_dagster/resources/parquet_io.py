@@ -8,7 +8,8 @@ an upstream asset gives `{partition_key: frame}` when the consumer takes several
 is unpartitioned, or annotates the input as a dict; a partitioned step reading its own single
 partition gets the frame itself. `None` (a whole output or one partition's value) is not
 written. An input annotated `pl.LazyFrame` (or `dict[str, pl.LazyFrame]`) gets a lazy scan. An
-input with metadata `allow_missing_partitions: True` skips partitions without a file.
+input with metadata `allow_missing_partitions: True` skips partitions without a file; an
+unpartitioned input with `allow_missing: True` is None when its file does not exist.
 """
 
 from __future__ import annotations
@@ -67,7 +68,10 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         key = context.asset_key.path
         annotation = _input_annotation(context)
         lazy = _wants_lazy(annotation)
+        metadata = context.definition_metadata or {}
         if not context.has_asset_partitions:
+            if metadata.get("allow_missing") and not store.exists(key):
+                return None  # an optional input (sft_dataset's extras of a method not run yet)
             return store.scan(key) if lazy else store.read(key)
         asset = context.asset_key.to_user_string()
         # AssetIn(metadata=...) reaches the IO manager as the input's definition metadata

@@ -21,6 +21,8 @@ GPU_POOL = "gpu"
 
 # An input that takes every materialized partition of its upstream, missing ones skipped.
 ALL_PARTITIONS = {"allow_missing_partitions": True}
+# An unpartitioned input that is None until its asset is materialized.
+OPTIONAL = {"allow_missing": True}
 
 
 def max_partitions_per_run() -> int:

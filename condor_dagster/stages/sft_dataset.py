@@ -29,7 +29,7 @@ from condor_dagster.core.export import (
 )
 from condor_dagster.core.paths import data_dir
 from condor_dagster.stages.metadata import frame_metadata
-from condor_dagster.stages.partitions import ALL_PARTITIONS
+from condor_dagster.stages.partitions import ALL_PARTITIONS, OPTIONAL
 
 # (the method's decided candidates, its extra inputs) -> problems (empty: none).
 OriginCheck = Callable[[pl.DataFrame, Mapping[str, Any]], dict[str, Any]]
@@ -82,7 +82,8 @@ def sft_dataset_stage(
         ins[_input(m.method, "candidates")] = dg.AssetIn(key=m.candidates, metadata=ALL_PARTITIONS)
         ins[_input(m.method, "embeddings")] = dg.AssetIn(key=m.embeddings, metadata=ALL_PARTITIONS)
         for extra, key in m.extra.items():
-            metadata = ALL_PARTITIONS if extra in m.partitioned_extra else None
+            # Optional: a method not materialized yet must not block the others' export.
+            metadata = ALL_PARTITIONS if extra in m.partitioned_extra else OPTIONAL
             ins[_input(m.method, extra)] = dg.AssetIn(key=key, metadata=metadata)
 
     @dg.asset(
