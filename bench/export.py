@@ -231,11 +231,12 @@ def child(assets_dir: str, export_dir: str, keys_file: str) -> None:
     """Materialize sft_dataset as a run process would, then print the peak RSS (MB)."""
     import dagster as dg
 
-    from condor_dagster.methods.condor.assets import CONDOR_ASSETS
     from condor_dagster.methods.condor.partitions import tags_partitions
-    from condor_dagster.methods.dataset import sft_dataset
+    from condor_dagster.methods.corpus.resource import CorpusResource
+    from condor_dagster.methods.dataset import DATASET_ASSETS, sft_dataset
     from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
     from condor_dagster.resources.parquet_io import ParquetIOManager
+    from condor_dagster.resources.query_scorer import QueryScorerResource
     from condor_dagster.resources.scripted_llm import ScriptedLLMResource
 
     keys = json.loads(Path(keys_file).read_text())
@@ -243,13 +244,15 @@ def child(assets_dir: str, export_dir: str, keys_file: str) -> None:
     assert tags_partitions.name is not None
     instance.add_dynamic_partitions(tags_partitions.name, keys)
     result = dg.materialize(
-        [*CONDOR_ASSETS, sft_dataset],
+        DATASET_ASSETS,
         selection=[sft_dataset],
         instance=instance,
         resources={
             "llm": ScriptedLLMResource(rules=[], default_response="unused", use_cache=False),
             "embeddings": SentenceTransformerEmbeddings(),
             "io_manager": ParquetIOManager(base_dir=assets_dir),
+            "corpus": CorpusResource(),
+            "query_scorer": QueryScorerResource(),
         },
         # The cross-tag search of 200k rows is exact by default (exact_search_max 200,000):
         # minutes of sgemm on 2 cores, for the same memory. The IVF path is timed elsewhere

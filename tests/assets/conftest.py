@@ -12,10 +12,12 @@ import pytest
 
 from condor_dagster.methods.condor.assets import CONDOR_ASSETS, TAG_ASSETS
 from condor_dagster.methods.condor.sensors import sync_tags
-from condor_dagster.methods.dataset import sft_dataset
+from condor_dagster.methods.corpus.resource import CorpusResource
+from condor_dagster.methods.dataset import DATASET_ASSETS
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.llm import LLMResource
 from condor_dagster.resources.parquet_io import ParquetIOManager
+from condor_dagster.resources.query_scorer import QueryScorerResource
 from condor_dagster.resources.scripted_llm import ScriptedLLMResource, ScriptRule
 
 # Scripted text: two children per expansion plus planted bad names, three distinct questions,
@@ -42,7 +44,7 @@ SCRIPTED_RULES = [
 ]
 
 
-ALL_ASSETS = [*CONDOR_ASSETS, sft_dataset]
+ALL_ASSETS = DATASET_ASSETS
 
 
 def asset_path(asset: str) -> list[str]:
@@ -138,6 +140,9 @@ def make_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llm: LLMResource
             "llm": llm,
             "embeddings": SentenceTransformerEmbeddings(),
             "io_manager": ParquetIOManager(base_dir=str(assets_dir)),
+            # sft_dataset's graph holds every method's assets, so their resources too.
+            "corpus": CorpusResource(path=str(assets_dir.parent / "corpus")),
+            "query_scorer": QueryScorerResource(),
         },
     )
 

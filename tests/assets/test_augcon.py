@@ -16,13 +16,12 @@ import pytest
 
 from condor_dagster.core.trace import trace
 from condor_dagster.methods import traces
-from condor_dagster.methods.augcon.assets import AUGCON_ASSETS, SHARD_ASSETS, SHARED_ASSETS
+from condor_dagster.methods.augcon.assets import SHARD_ASSETS, SHARED_ASSETS
 from condor_dagster.methods.augcon.definitions import augcon_sensor
-from condor_dagster.methods.condor.assets import CONDOR_ASSETS
 from condor_dagster.methods.corpus.assets import CORPUS_ASSETS
 from condor_dagster.methods.corpus.resource import CorpusResource
 from condor_dagster.methods.corpus.sensors import sync_corpus
-from condor_dagster.methods.dataset import sft_dataset
+from condor_dagster.methods.dataset import DATASET_ASSETS, sft_dataset
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.parquet_io import ParquetIOManager
 from condor_dagster.resources.query_scorer import QueryScorerResource
@@ -37,7 +36,10 @@ FILLER = [
     for n in range(1, 5)
 ]
 ZH_1 = "佐布拉特磨坊在黎明时打开水闸，让河水流过水轮，带动石磨研磨村里收获的谷物和豆子。"
-ZH_2 = "到了黄昏，磨坊关闭水闸，使水塘在夜里重新蓄满，以便第二天清晨继续工作；看守磨坊的老人关闸之后还会沿着水渠巡视一遍，检查有没有漏水的地方。"
+ZH_2 = (
+    "到了黄昏，磨坊关闭水闸，使水塘在夜里重新蓄满，以便第二天清晨继续工作；"
+    "看守磨坊的老人关闸之后还会沿着水渠巡视一遍，检查有没有漏水的地方。"
+)
 ZH_FILLER = (
     "这座磨坊已经运转了两百多年，至今仍由村民轮流看管、清理水渠并维修水轮和石磨，"
     "每年秋收之后还会举办一次庆祝活动，邀请邻村的人们一同参加，大家会在磨坊前的空地上摆开长桌，"
@@ -59,7 +61,8 @@ def rules() -> list[ScriptRule]:
         # answers (no demos yet): first, as the answer prompt holds a passage too.
         ScriptRule(pattern="Reference answer:|参考答案：", response='{"verdict": "yes"}'),
         ScriptRule(
-            pattern=r"(?s)(?:Examples of good answers:|好的回答示例：)\n\n\[1\].*(?:sluice|水闸|水塘)",
+            pattern=r"(?s)(?:Examples of good answers:|好的回答示例：)\n\n\[1\]"
+            r".*(?:sluice|水闸|水塘)",
             response=GROUNDED,
         ),
         ScriptRule(pattern="No examples|暂无示例", response="An answer taken from the passage."),
@@ -133,7 +136,7 @@ def resources(tmp_path: Path, corpus_dir: Path) -> dict[str, Any]:
     }
 
 
-EVERYTHING = [*CONDOR_ASSETS, *CORPUS_ASSETS, *AUGCON_ASSETS, sft_dataset]
+EVERYTHING = DATASET_ASSETS
 SHARD_RUN = [*CORPUS_ASSETS, *SHARD_ASSETS]
 RUN_CONFIG = {"ops": {"augcon__scorer_triplets": {"config": {"per_type": 20}}}}
 

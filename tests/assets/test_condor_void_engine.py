@@ -12,9 +12,8 @@ import polars as pl
 import pytest
 
 from condor_dagster.core.tag_ids import PARTITION_KEY_PATTERN
-from condor_dagster.methods.condor.assets import CONDOR_ASSETS
 from condor_dagster.methods.condor.records import DIFFICULTIES, TASK_TYPES
-from condor_dagster.methods.dataset import sft_dataset
+from condor_dagster.methods.dataset import DATASET_ASSETS, sft_dataset
 from condor_dagster.resources.vllm_engine import VLLMEngineResource, engine_loads, vllm_version
 
 from .conftest import make_world
@@ -70,7 +69,7 @@ def test_whole_chain_on_the_real_engine(engine_settings, tmp_path, monkeypatch):
 
     # The export over the real engine's data: files exist and agree with the decisions table.
     exported = dg.materialize(
-        [*CONDOR_ASSETS, sft_dataset],
+        DATASET_ASSETS,
         selection=[sft_dataset],
         resources=world.resources,
         instance=world.instance,

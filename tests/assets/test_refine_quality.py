@@ -10,10 +10,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from condor_dagster.methods.condor.assets import CONDOR_ASSETS, TAG_ASSETS
+from condor_dagster.methods.condor.assets import TAG_ASSETS
 from condor_dagster.methods.condor.card_figures import FIGURE_FILES
 from condor_dagster.methods.condor.refine_quality import RefineQualityConfig
-from condor_dagster.methods.dataset import sft_dataset
+from condor_dagster.methods.dataset import DATASET_ASSETS, sft_dataset
 from condor_dagster.resources.scripted_llm import ScriptRule
 
 from .conftest import ONE_TAG, SCRIPTED_RULES, CondorWorld, make_world, scripted_llm
@@ -57,7 +57,7 @@ def one_tag(
     world.sync_tags()
     (key,) = world.tags()
     run = dg.materialize(
-        [*CONDOR_ASSETS, sft_dataset],
+        DATASET_ASSETS,
         selection=selection,
         resources=world.resources,
         instance=world.instance,
@@ -74,7 +74,7 @@ def one_tag(
 
 def export(world: CondorWorld, out: Path) -> dg.ExecuteInProcessResult:
     run = dg.materialize(
-        [*CONDOR_ASSETS, sft_dataset],
+        DATASET_ASSETS,
         selection=[sft_dataset],
         resources=world.resources,
         instance=world.instance,

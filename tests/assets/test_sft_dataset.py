@@ -11,8 +11,7 @@ import polars as pl
 
 from condor_dagster.core.candidates import CANDIDATE_COLUMNS
 from condor_dagster.core.export import DECISION_COLUMNS
-from condor_dagster.methods.condor.assets import CONDOR_ASSETS
-from condor_dagster.methods.dataset import sft_dataset
+from condor_dagster.methods.dataset import DATASET_ASSETS, sft_dataset
 from condor_dagster.resources.scripted_llm import ScriptRule
 
 from .conftest import SCRIPTED_RULES, CondorWorld, make_world, scripted_llm
@@ -20,7 +19,7 @@ from .conftest import SCRIPTED_RULES, CondorWorld, make_world, scripted_llm
 
 def export(world: CondorWorld, out: Path, **config: object) -> dg.ExecuteInProcessResult:
     return dg.materialize(
-        [*CONDOR_ASSETS, sft_dataset],
+        DATASET_ASSETS,
         selection=[sft_dataset],
         resources=world.resources,
         instance=world.instance,

@@ -14,9 +14,11 @@ import pytest
 from condor_dagster.core.tag_ids import PARTITION_KEY_PATTERN
 from condor_dagster.methods.condor.assets import CONDOR_ASSETS, TAG_ASSETS
 from condor_dagster.methods.condor.taxonomy import PATH_TEXT_SEPARATOR, load_taxonomy
-from condor_dagster.methods.dataset import sft_dataset
+from condor_dagster.methods.corpus.resource import CorpusResource
+from condor_dagster.methods.dataset import DATASET_ASSETS, sft_dataset
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.parquet_io import ParquetIOManager
+from condor_dagster.resources.query_scorer import QueryScorerResource
 from condor_dagster.resources.scripted_llm import ScriptedLLMResource, ScriptRule
 from condor_dagster.resources.vllm_server_process import VLLMServerProcess
 
@@ -90,6 +92,8 @@ def test_tags_named_like_paths_stay_inside_the_data_directory(deployment: Deploy
         "llm": llm,
         "embeddings": SentenceTransformerEmbeddings(),
         "io_manager": ParquetIOManager(base_dir=str(deployment.assets_dir)),
+        "corpus": CorpusResource(),
+        "query_scorer": QueryScorerResource(),
     }
     tagged = dg.materialize(
         CONDOR_ASSETS,
@@ -103,7 +107,7 @@ def test_tags_named_like_paths_stay_inside_the_data_directory(deployment: Deploy
     )
     assert tagged.success
     exported = dg.materialize(
-        [*CONDOR_ASSETS, sft_dataset],
+        DATASET_ASSETS,
         selection=[sft_dataset],
         resources=resources,
         instance=deployment.instance,
