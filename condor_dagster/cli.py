@@ -104,6 +104,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace, model: str) -> int:
+    unknown = sorted(set(args.methods) - {"condor", "augcon"})
+    if unknown:
+        print(f"[demo] unknown methods {unknown}; choose from condor, augcon", file=sys.stderr)
+        return 2
     home = _dagster_home()
     print(f"[demo] model: {model}")
     print(f"[demo] data dir: {data_dir()}   DAGSTER_HOME: {home}", flush=True)
@@ -121,7 +125,7 @@ def _run_demo(args: argparse.Namespace, model: str) -> int:
         "max_tokens": 160,
     }
     with dg.DagsterInstance.get() as instance:
-        print("[demo] stage 1/3: knowledge_tree (LLM expands the seed roots)", flush=True)
+        print("[demo] Condor, stage 1: knowledge_tree (LLM expands the seed roots)", flush=True)
         tree = defs.resolve_job_def("knowledge_tree_job").execute_in_process(
             run_config={"ops": {"condor__knowledge_tree": {"config": tree_config}}},
             instance=instance,
@@ -134,7 +138,7 @@ def _run_demo(args: argparse.Namespace, model: str) -> int:
         sync_tags(instance, io_manager)  # type: ignore[arg-type]
         keys = list(instance.get_dynamic_partitions("tags"))[: args.max_tags]
         print(
-            f"[demo] stage 2/3: condor/raw_questions -> deduplicated_questions -> draft_answers "
+            f"[demo] Condor, stage 2: raw_questions -> deduplicated_questions -> draft_answers "
             f"-> refined_answers -> sft_candidates for {len(keys)} tag partitions in one run",
             flush=True,
         )
@@ -149,13 +153,23 @@ def _run_demo(args: argparse.Namespace, model: str) -> int:
         if not tag_run.success:
             print("[demo] the tag run failed; see the log above", file=sys.stderr)
             return 1
-        print("[demo] stage 3/3: sft_dataset (cross-partition dedup, filters, exports)", flush=True)
+        augcon_runs = []
+        if "augcon" in args.methods:
+            augcon_runs = _run_augcon(defs, instance)
+            if not augcon_runs or not augcon_runs[-1].success:
+                print("[demo] the AugCon runs failed; see the log above", file=sys.stderr)
+                return 1
+        print(
+            "[demo] last stage: sft_dataset (cross-partition dedup, filters, exports)", flush=True
+        )
         export = defs.resolve_job_def("sft_dataset_job").execute_in_process(instance=instance)
     if not export.success:
         print("[demo] sft_dataset failed; see the log above", file=sys.stderr)
         return 1
     print(
-        f"\n[demo] runs {tree.run_id}, {tag_run.run_id} and {export.run_id} succeeded in "
+        f"\n[demo] runs {tree.run_id}, {tag_run.run_id}, "
+        + "".join(f"{r.run_id}, " for r in augcon_runs)
+        + f"and {export.run_id} succeeded in "
         f"{time.perf_counter() - began:.1f}s"
     )
     _print_stage(tree, "condor__knowledge_tree", ("leaf_tags", "dropped_names", "requests"))
@@ -178,6 +192,9 @@ def _run_demo(args: argparse.Namespace, model: str) -> int:
         "sft_candidates",
     ):
         _print_stage(tag_run, f"condor__{node}", (*stage_keys, "refined_win_rate", "judged"))
+    for result, nodes in zip(augcon_runs, AUGCON_DEMO_NODES, strict=False):
+        for node in nodes:
+            _print_stage(result, f"augcon__{node}", (*stage_keys, *AUGCON_KEYS))
     _print_stage(export, "sft_dataset", ("samples", "dropped_by_reason"))
     meta = export.asset_materializations_for_node("sft_dataset")[0].metadata
     print(f"\n[demo] Parquet files per stage: {data_dir() / 'assets'}")
@@ -192,6 +209,39 @@ def _run_demo(args: argparse.Namespace, model: str) -> int:
         f"  DAGSTER_HOME={home} CONDOR_MODEL={model} .venv/bin/dagster dev -w workspace.yaml\n"
     )
     return 0
+
+
+AUGCON_DEMO_NODES = (
+    ("chunks", "context_tree"),
+    ("scorer_triplets", "query_scorer", "answer_demos"),
+    ("filtered_questions", "deduplicated_questions", "grounded_answers", "sft_candidates"),
+)
+AUGCON_KEYS = (
+    "chunks",
+    "nodes_by_stop_reason",
+    "heldout_accuracy",
+    "demos_by_language",
+    "quota_met_rate",
+)
+
+
+def _run_augcon(defs: Any, instance: Any) -> list[Any]:
+    """AugCon over the demo corpus (handbook pages copied under <CONDOR_HOME>/corpus unless
+    CONDOR_CORPUS_DIR names the user's own)."""
+    from condor_dagster.methods.augcon.demo import install_corpus, run_augcon_demo
+    from condor_dagster.methods.corpus.resource import CorpusResource
+
+    corpus = CorpusResource()
+    if not os.environ.get("CONDOR_CORPUS_DIR"):
+        pages = install_corpus(corpus.root())
+        print(f"[demo] AugCon corpus: {len(pages)} handbook pages in {corpus.root()}")
+    print(
+        "[demo] AugCon: corpus/documents -> chunks -> context_tree; scorer_triplets -> "
+        "query_scorer, answer_demos; filtered_questions -> deduplicated_questions -> "
+        "grounded_answers -> sft_candidates, every corpus shard in one run each",
+        flush=True,
+    )
+    return run_augcon_demo(defs, instance, corpus)
 
 
 def _print_model_note(model: str) -> None:
@@ -370,6 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--roots", type=int, default=2, help="seed roots to expand (default 2)")
     demo.add_argument("--fan-out", type=int, default=2, help="children per node (default 2)")
     demo.add_argument("--max-tags", type=int, default=8, help="tag partitions to run (default 8)")
+    demo.add_argument(
+        "--methods",
+        type=lambda v: [m.strip() for m in v.split(",") if m.strip()],
+        default=["condor", "augcon"],
+        help="methods to run, comma-separated (default condor,augcon; Condor always runs)",
+    )
     demo.set_defaults(func=_cmd_demo)
     _add_models_parser(sub)
     _add_trace_parser(sub)
