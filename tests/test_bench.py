@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHEAP = ["backfill_runs_for_1000_tags", "dedup_100k_seconds", "sgemm_gflops"]
+CHEAP = [
+    "augcon_rouge_filter_seconds_per_100k",
+    "backfill_runs_for_1000_tags",
+    "dedup_100k_seconds",
+    "sgemm_gflops",
+]
 
 
 @pytest.fixture(scope="module")

@@ -98,6 +98,8 @@ _EN_META_SENTENCES = (
     # "**Improved Answer:**"
     r"(?:\*\*)?(?:rewritten|revised|improved|updated|refined|new|final) "
     r"(?:answer|response|version)(?:\*\*)?\s*[:：](?:\*\*)?",
+    # "The answer to the question is:" (SmolLM2's grounded answers, often all there is)
+    r"(?:the )?(?:correct |right |final )?answer(?: to (?:the|this|your) question)? is\s*[:：]",
 )
 _ZH_META_SENTENCES = (
     r"(?:好的|当然|没问题|明白了?|收到)[！!，,。.]",
@@ -105,6 +107,7 @@ _ZH_META_SENTENCES = (
     r"(?:以下|下面)是(?:我)?(?:改进|修改|重写|优化|完善|更新|修订)(?:后|过)的?(?:回答|答案|版本|内容)[：:。]?",
     r"(?:我)?(?:根据|按照|结合|参考)(?:您|你)?的?(?:反馈|建议|意见|点评)[^\n：:。]*[：:。]?",
     r"(?:改进|修改|重写|优化|修订)(?:后|过)的?(?:回答|答案|版本)[：:]",
+    r"(?:这个问题的)?(?:答案|回答)(?:是|为)?[：:]",
 )
 META_SENTENCE = re.compile(
     r"^\s*(?:" + "|".join(_EN_META_SENTENCES + _ZH_META_SENTENCES) + r")\s*",

@@ -15,6 +15,10 @@ def _one_tag_run(world: CondorWorld, **refine_config: object) -> str:
     assert world.materialize_tree(**ONE_TAG).success
     world.sync_tags()
     (key,) = world.tags()
+    # Again, as a second `condor demo` on the same home does: nothing new, no error.
+    again = world.sync_tags()
+    assert again.skip_reason is not None and not again.dynamic_partitions_requests
+    assert world.tags() == [key]
     config = (
         {"ops": {"condor__refined_answers": {"config": refine_config}}} if refine_config else None
     )

@@ -295,6 +295,10 @@ def test_a_recognised_preamble_is_stripped(text: str, answer: str, preamble: str
         "Here's a rewritten version of your answer: Your answer is clear but lacks examples.",
         "感谢您的反馈！",
         "我根据您的反馈修改了回答：",
+        # SmolLM2's grounded answers in the demo (AugCon): a lead-in and nothing after it
+        "The answer is:",
+        "The answer to the question is:\n\n",
+        "答案是：",
     ],
 )
 def test_only_meta_commentary_is_a_problem(text: str):
@@ -314,6 +318,16 @@ def test_only_meta_commentary_is_a_problem(text: str):
 )
 def test_plain_answers_are_untouched(text: str):
     assert strip_meta_preamble(text, "en") == (text, None, None)
+
+
+def test_an_answer_after_a_lead_in_is_kept():
+    text = (
+        "The answer to the question is: The IT department can create a new user, and it "
+        "affects software updates by ensuring regular software updates are available."
+    )
+    answer, preamble, problem = strip_meta_preamble(text, "en")
+    assert problem is None and preamble == "The answer to the question is:"
+    assert answer.startswith("The IT department")
 
 
 # ---- refusals ------------------------------------------------------------------------------------

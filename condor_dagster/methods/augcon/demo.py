@@ -19,11 +19,11 @@ from condor_dagster.methods.corpus.resource import CorpusResource
 from condor_dagster.methods.corpus.sensors import sync_corpus
 
 # Small enough for 2 CPU cores in a couple of minutes, large enough for every stage to have
-# real work: two chunks a page, trees two levels deep, one pass, short completions.
+# real work: two chunks a page, trees two levels deep, short completions.
 DEMO_CONFIG: dict[str, dict[str, Any]] = {
     "chunks": {"max_chunks_per_document": 2},
-    "context_tree": {"max_depth": 2, "max_passes": 1, "max_tokens": 384},
-    "scorer_triplets": {"per_type": 6, "max_tokens": 64},
+    "context_tree": {"max_depth": 2, "max_passes": 3, "max_tokens": 384},
+    "scorer_triplets": {"per_type": 6, "max_tokens": 128},
     "query_scorer": {"epochs": 2},
     "answer_demos": {"max_tokens": 160},
     "grounded_answers": {"max_tokens": 192},

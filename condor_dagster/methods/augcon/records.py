@@ -52,7 +52,7 @@ class SplitOutput(BaseModel):
     into two self-contained parts."""
 
     # Bounded lengths keep guided decoding from running to max_tokens inside one string.
-    question: str = Field(max_length=600)
+    question: str = Field(max_length=300)
     part_1: str = Field(max_length=2000)
     part_2: str = Field(max_length=2000)
 

@@ -33,7 +33,7 @@ Chunk = Mapping[str, Any]  # an augcon/chunks row (a ChunkRow as a dict)
 class QuestionOutput(BaseModel):
     """Structured output of the question prompts (bounded, so guided decoding ends in time)."""
 
-    question: str = Field(max_length=600)
+    question: str = Field(max_length=300)
 
 
 class TripletRow(SampleRow):

@@ -98,8 +98,10 @@ def sync_tags(instance: dg.DagsterInstance, io_manager: ParquetIOManager) -> dg.
     `condor demo` and tests, which run without a daemon); its run requests are not launched."""
     context = dg.build_sensor_context(instance=instance, resources={"io_manager": io_manager})
     result = tags_sensor(context)
+    if isinstance(result, dg.SkipReason):  # nothing new (a second demo on the same home)
+        return dg.SensorResult(skip_reason=result)
     if not isinstance(result, dg.SensorResult):
-        raise RuntimeError(f"tags_sensor found nothing to add: {result}")
+        raise RuntimeError(f"tags_sensor returned {result!r}, not a SensorResult")
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions("tags", list(request.partition_keys or []))
     return result
