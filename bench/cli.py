@@ -88,6 +88,21 @@ FIGURES = [
         ">=",
     ),
     Figure(
+        "augcon_cst_overhead_ratio",
+        "ratio",
+        "AugCon's Context-Split-Tree through the LLM resource / raw vllm.LLM.chat, same prompts",
+    ),
+    Figure(
+        "augcon_rouge_filter_seconds_per_100k",
+        "s",
+        "AugCon's ROUGE-L query filter per root chunk, per 100,000 queries (a fifth Chinese)",
+    ),
+    Figure(
+        "augcon_scorer_train_seconds_per_1k",
+        "s",
+        "AugCon's query scorer, one epoch of training on CPU, per 1,000 triplets",
+    ),
+    Figure(
         "export_200k_peak_rss_mb",
         "MB",
         "peak RSS of the sft_dataset run over 200,000 samples (child process)",
@@ -143,6 +158,7 @@ GROUPS = [
         ("pipeline_fixed_overhead_s", "pipeline_overhead_ms_per_request"),
         engine=True,
     ),
+    Group("augcon_tree", "bench.augcon", "run_tree", ("augcon_cst_overhead_ratio",), engine=True),
     Group("embed", "bench.embed", "run", ("embed_overhead_ratio",)),
     Group(
         "dedup_exact",
@@ -151,6 +167,8 @@ GROUPS = [
         ("dedup_100k_seconds", "sgemm_gflops", "dedup_100k_floor_seconds"),
     ),
     Group("dedup_approx", "bench.dedup", "run_approx", ("dedup_1m_seconds", "dedup_1m_recall")),
+    Group("augcon_filter", "bench.augcon", "run_filter", ("augcon_rouge_filter_seconds_per_100k",)),
+    Group("augcon_scorer", "bench.augcon", "run_scorer", ("augcon_scorer_train_seconds_per_1k",)),
     Group("export", "bench.export", "run", ("export_200k_peak_rss_mb",)),
     Group("backfill", "bench.backfill", "run", ("backfill_runs_for_1000_tags",)),
 ]

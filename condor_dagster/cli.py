@@ -267,10 +267,11 @@ def _print_trace_example() -> None:
     from condor_dagster.methods import traces
 
     del traces  # imported for its registrations
-    samples = store_from_env().read(["sft_dataset"], columns=["id"])
+    samples = store_from_env().read(["sft_dataset"], columns=["id", "kept"])
     if samples.height == 0:
         return
-    sample_id = samples["id"][0]
+    kept = samples.filter(samples["kept"])  # a sample that made it into the exports
+    sample_id = (kept if kept.height else samples)["id"][0]
     print(f"\n[demo] where a sample came from: .venv/bin/condor trace {sample_id}  (--json too)")
     lines = format_trace(trace(sample_id), max_chars=80).splitlines()
     print("\n".join(f"  {line}" for line in lines[:14]))

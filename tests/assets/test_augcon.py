@@ -138,7 +138,8 @@ def resources(tmp_path: Path, corpus_dir: Path) -> dict[str, Any]:
 
 EVERYTHING = DATASET_ASSETS
 SHARD_RUN = [*CORPUS_ASSETS, *SHARD_ASSETS]
-RUN_CONFIG = {"ops": {"augcon__scorer_triplets": {"config": {"per_type": 20}}}}
+# Two draws: the scripted text is the same in both, so each triplet is kept once.
+RUN_CONFIG = {"ops": {"augcon__scorer_triplets": {"config": {"per_type": 20, "draws": 2}}}}
 
 
 def run(
@@ -200,6 +201,9 @@ def test_augcon_end_to_end_on_a_scripted_llm(
     filler = tree.filter(pl.col("origin").struct.field("context").str.starts_with("Paragraph 1 "))
     assert filler["drop_reason"].to_list() == ["parse_failed"] * 3  # max_passes trees, none usable
 
+    chunks = sum(store.read(["augcon", "chunks"], k).height for k in keys)
+    triplets = store.read(["augcon", "scorer_triplets"])
+    assert triplets.height == 3 * chunks and triplets["id"].n_unique() == triplets.height
     scorer = store.read(["augcon", "query_scorer"])
     scorer_meta = meta(shared, "query_scorer")
     assert scorer_meta["heldout_accuracy"] == scorer["heldout_accuracy"][0]

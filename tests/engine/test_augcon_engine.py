@@ -10,6 +10,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from condor_dagster.methods.augcon.assets import AUGCON_ASSETS
 from condor_dagster.methods.augcon.definitions import augcon_scorer_job, augcon_shards_job
 from condor_dagster.methods.augcon.demo import run_augcon_demo
 from condor_dagster.methods.corpus.demo import install_demo_corpus
@@ -25,13 +26,15 @@ LLM_STAGES = ("context_tree", "scorer_triplets", "answer_demos", "grounded_answe
 
 
 def _figures(results: list[dg.ExecuteInProcessResult]) -> dict[str, dict[str, object]]:
-    out = {}
+    """The first materialization's metadata of every AugCon asset the runs materialized."""
+    out: dict[str, dict[str, object]] = {}
     for result in results:
-        for materialization in result.get_asset_materialization_events():
-            mat = materialization.asset_materialization
-            assert mat is not None
-            name = mat.asset_key.path[-1]
-            out.setdefault(name, {k: v.value for k, v in mat.metadata.items()})
+        for asset in AUGCON_ASSETS:
+            node = "__".join(asset.key.path)
+            if node in {n.name for n in result.job_def.nodes}:
+                found = result.asset_materializations_for_node(node)
+                if found:
+                    out[asset.key.path[-1]] = {k: v.value for k, v in found[0].metadata.items()}
     return out
 
 

@@ -23,7 +23,7 @@ from condor_dagster.methods.corpus.sensors import sync_corpus
 DEMO_CONFIG: dict[str, dict[str, Any]] = {
     "chunks": {"max_chunks_per_document": 2},
     "context_tree": {"max_depth": 2, "max_passes": 3, "max_tokens": 384},
-    "scorer_triplets": {"per_type": 6, "max_tokens": 128},
+    "scorer_triplets": {"per_type": 6, "draws": 3, "max_tokens": 128},
     "query_scorer": {"epochs": 2},
     "answer_demos": {"max_tokens": 160},
     "grounded_answers": {"max_tokens": 192},

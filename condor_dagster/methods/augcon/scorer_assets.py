@@ -45,8 +45,11 @@ class ScorerTripletsConfig(dg.Config):
     """Completion budget of one question."""
     structured_output: bool = True
     """JSON schema output; False reads the first line of free text."""
+    draws: int = Field(default=1, ge=1, le=20)
+    """Triplets per chosen chunk and degradation, each draw with its own seeds: a small corpus
+    (a demo, a first shard) needs several to give the scorer enough pairs."""
     seed: int = 0
-    """Chooses the chunks and seeds the requests."""
+    """Chooses the chunks and seeds the requests (draw k uses seed + k)."""
     examples_path: str | None = None
     """JSONL of {context, question, answer} examples; None uses the shipped ones."""
 
@@ -82,6 +85,7 @@ def scorer_triplets(
     sampling = SamplingParams(temperature=config.temperature, max_tokens=config.max_tokens)
     jobs = [
         job
+        for draw in range(config.draws)
         for lang in sorted(by_language)
         for job in triplet_jobs(
             by_language[lang],
@@ -89,7 +93,7 @@ def scorer_triplets(
             per_type=config.per_type,
             sampling=sampling,
             structured=config.structured_output,
-            seed=config.seed,
+            seed=config.seed + draw,
         )
     ]
     context.log.info(f"scorer_triplets: {len(jobs)} triplets, {2 * len(jobs)} requests")
@@ -105,6 +109,11 @@ def scorer_triplets(
         run_id=context.run.run_id,
         now=run_started_at(context),
     )
+    # Two draws that wrote the same pair of questions are one triplet (the ids are equal).
+    first: dict[str, TripletRow] = {}
+    for triplet in rows:
+        first.setdefault(triplet.id, triplet)
+    rows = list(first.values())
     frame = rows_to_frame(rows, TripletRow, origin=AugconOrigin)
     usable = [r for r in rows if r.drop_reason is None]
     return dg.Output(
