@@ -85,6 +85,10 @@ def _print_stage(result: Any, node: str, keys: tuple[str, ...]) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    unknown = sorted(set(args.methods) - {"condor", "augcon"})
+    if unknown:
+        print(f"[demo] unknown methods {unknown}; choose from condor, augcon", file=sys.stderr)
+        return 2
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from condor_dagster.resources.model_store import ModelInstallError
@@ -104,10 +108,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace, model: str) -> int:
-    unknown = sorted(set(args.methods) - {"condor", "augcon"})
-    if unknown:
-        print(f"[demo] unknown methods {unknown}; choose from condor, augcon", file=sys.stderr)
-        return 2
     home = _dagster_home()
     print(f"[demo] model: {model}")
     print(f"[demo] data dir: {data_dir()}   DAGSTER_HOME: {home}", flush=True)

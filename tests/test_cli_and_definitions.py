@@ -90,3 +90,24 @@ def test_definitions_name_a_missing_model_and_the_fix(tmp_path):
 
     bad = _load_definitions({"CONDOR_LLM": "gpu-cluster"})
     assert "CONDOR_LLM must be 'engine' or 'server', got 'gpu-cluster'" in bad.stderr
+
+
+def test_demo_refuses_an_unknown_method_before_installing_anything(tmp_path, capsys, monkeypatch):
+    from condor_dagster.cli import main
+
+    monkeypatch.setenv("CONDOR_HOME", str(tmp_path / "home"))
+    assert main(["demo", "--methods", "condor,kun"]) == 2
+    assert "unknown methods ['kun']; choose from condor, augcon" in capsys.readouterr().err
+    assert not (tmp_path / "home").exists()
+
+
+def test_definitions_hold_augcon_jobs_and_its_corpus_sensor(tiny_model, monkeypatch):
+    monkeypatch.setenv("CONDOR_MODEL", tiny_model)
+    from condor_dagster.definitions import defs
+
+    jobs = {job.name for job in defs.resolve_all_job_defs()}
+    assert {"augcon_shards_job", "augcon_scorer_job", "condor_tags_job"} <= jobs
+    sensor = defs.resolve_sensor_def("augcon_corpus_sensor")
+    assert ["augcon", "sft_candidates"] in [
+        k.path for k in sensor.asset_selection.resolve(defs.resolve_asset_graph())
+    ]  # type: ignore[union-attr]
