@@ -13,8 +13,10 @@ import pytest
 from condor_dagster.core.storage import AssetStore
 from condor_dagster.core.trace import trace
 from condor_dagster.methods import traces  # noqa: F401  (registers the methods' stages)
+from condor_dagster.methods.corpus.resource import CorpusResource
 from condor_dagster.resources.embeddings import SentenceTransformerEmbeddings
 from condor_dagster.resources.parquet_io import ParquetIOManager
+from condor_dagster.resources.query_scorer import QueryScorerResource
 
 from .conftest import ALL_ASSETS, ONE_TAG, CondorWorld, scripted_llm
 
@@ -30,6 +32,8 @@ def test_the_whole_chain_on_an_fsspec_base(tmp_path: Path, monkeypatch: pytest.M
             "llm": scripted_llm(tmp_path / "cache.sqlite3"),
             "embeddings": SentenceTransformerEmbeddings(),
             "io_manager": ParquetIOManager(base_dir=base),
+            "corpus": CorpusResource(path=str(tmp_path / "corpus")),
+            "query_scorer": QueryScorerResource(),
         },
     )
     assert world.materialize_tree(**ONE_TAG).success

@@ -25,6 +25,7 @@ GRAPH_ASSETS = [
     "sft_candidates",
     "sft_dataset",
 ]
+AUGCON_GRAPH_ASSETS = ["documents", "context_tree", "query_scorer", "grounded_answers"]
 
 
 def visible_text(screen: Screen, text: str):
@@ -48,7 +49,8 @@ def test_asset_graph_shows_the_condor_assets_and_sft_dataset(dagster_ui: Dagster
     page = screen.page
     # Wide enough that the whole graph fits at a zoom where nodes show full names (below 0.6
     # the UI draws small nodes with names cut in the middle).
-    page.set_viewport_size({"width": 2560, "height": 1440})
+    # AugCon's nine-wide group beside Condor's needs a 4K page for that zoom.
+    page.set_viewport_size({"width": 3840, "height": 2160})
     page.goto(f"{dagster_ui.url}/asset-groups")
     with screen.explained("the global asset lineage page"):
         expect(page.get_by_text("Global asset lineage")).to_be_visible(
@@ -58,9 +60,9 @@ def test_asset_graph_shows_the_condor_assets_and_sft_dataset(dagster_ui: Dagster
         page.get_by_role("button", name="settings", exact=True).click()
         page.get_by_role("menuitem", name="Expand all groups").click()
         page.keyboard.press("Escape")
-        for group in ("condor", "export"):
+        for group in ("condor", "augcon", "corpus", "export"):
             expect(visible_text(screen, group)).to_be_visible()
-        for asset in GRAPH_ASSETS:
+        for asset in (*GRAPH_ASSETS, *AUGCON_GRAPH_ASSETS):
             expect(visible_text(screen, asset)).to_be_visible()
         # raw_questions' node reports its partitions: 2 of the 3 tags have data (66%).
         filled = 100 * len(dagster_ui.materialized) // len(dagster_ui.tags)
