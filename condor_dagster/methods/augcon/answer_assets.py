@@ -1,7 +1,7 @@
 """augcon/answer_demos and augcon/grounded_answers: demonstrations chosen by self-check, then
 one answer per kept question, grounded in its context and shown those demonstrations."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
@@ -10,7 +10,7 @@ from pydantic import Field
 
 from condor_dagster.core.drop_reasons import drop_metadata
 from condor_dagster.core.language import prompt_language
-from condor_dagster.core.llm import SamplingParams
+from condor_dagster.core.llm import Completion, GenerationStats, LLMRequest, SamplingParams
 from condor_dagster.core.prompts import code_version, load_prompt, prompts_sha
 from condor_dagster.core.rows import Lineage, content_id, rows_to_frame
 from condor_dagster.methods.augcon.demos import (
@@ -68,7 +68,7 @@ def answer_demos(
     context: dg.AssetExecutionContext, config: AnswerDemosConfig, llm: LLMResource
 ) -> dg.Output[pl.DataFrame]:
     """Every example with the model's answer, the verdict and whether it became a demo."""
-    languages = sorted({prompt_language(lang) for lang in config.languages})
+    languages: list[str] = sorted({prompt_language(lang) for lang in config.languages})
     examples = examples_by_language(config.examples_path)
     answer_sampling = SamplingParams(temperature=config.temperature, max_tokens=config.max_tokens)
     judge_sampling = answer_sampling.model_copy(update={"max_tokens": config.judge_max_tokens})
@@ -76,21 +76,29 @@ def answer_demos(
         lang: demo_answer_requests(examples[lang], language=lang, sampling=answer_sampling)
         for lang in languages
     }
-    answered = llm.generate([r for lang in languages for r in answer_requests[lang]])
-    answers, at = {}, 0
-    for lang in languages:
-        answers[lang] = answered.completions[at : at + len(examples[lang])]
-        at += len(examples[lang])
+    stats: list[GenerationStats] = []
+
+    def generate(requests: Mapping[str, list[LLMRequest]]) -> dict[str, Sequence[Completion]]:
+        """One engine call over every language's requests, the completions split back."""
+        result = llm.generate([r for lang in languages for r in requests[lang]])
+        stats.append(result.stats)
+        completions: dict[str, Sequence[Completion]] = {}
+        at = 0
+        for lang in languages:
+            completions[lang] = result.completions[at : at + len(requests[lang])]
+            at += len(requests[lang])
+        return completions
+
+    answers = generate(answer_requests)
     judge = {
         lang: judge_requests(examples[lang], answers[lang], language=lang, sampling=judge_sampling)
         for lang in languages
     }
-    judged = llm.generate([r for lang in languages for r in judge[lang]])
+    judged = generate(judge)
     run_id, now = context.run.run_id, run_started_at(context)
-    rows, at = [], 0
+    rows = []
     for lang in languages:
-        verdicts = judged.completions[at : at + len(examples[lang])]
-        at += len(examples[lang])
+        verdicts = judged[lang]
         decisions = select_demos(examples[lang], answers[lang], verdicts, keep=config.keep)
         answer_template = load_prompt(ANSWER_PROMPT, lang)
         judge_template = load_prompt(SELF_CHECK_PROMPT, lang)
@@ -121,7 +129,7 @@ def answer_demos(
         frame,
         metadata={
             **frame_metadata(frame, ["language", "verdict", "drop_reason", "question"]),
-            **generation_metadata([answered.stats, judged.stats]),
+            **generation_metadata(stats),
             **drop_metadata(r.drop_reason for r in rows),
             "demos_by_language": {
                 lang: sum(r.kept for r in rows if r.language == lang) for lang in languages
