@@ -4,6 +4,8 @@ the corpus document (d-)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from condor_dagster.core.trace import (
     Finder,
     TraceMethod,
@@ -53,14 +55,21 @@ def _short(text: str) -> str:
     return text if len(text) <= _NAME_CHARS else text[: _NAME_CHARS - 1] + "…"
 
 
+def _found(finder: Finder, key: tuple[str, ...], row_id: str, what: str) -> dict[str, Any] | None:
+    """The row, or None with a warning naming where it was looked for."""
+    row = finder.row(key, row_id)
+    if row is None:
+        finder.warnings.append(f"{what} {row_id!r} is not in {finder.where(key)}")
+    return row
+
+
 def corpus_chain(finder: Finder, origin_id: str) -> list[TreeStep]:
     """From the document down to the question's parent: document, chunk, tree nodes."""
     chain: list[TreeStep] = []
     current: str | None = origin_id
     while current is not None and current.startswith("cn-") and len(chain) < _MAX_DEPTH:
-        node = finder.row(TREE, current)
+        node = _found(finder, TREE, current, "tree node")
         if node is None:
-            finder.warnings.append(f"tree node {current!r} is not in {finder.where(TREE)}")
             return list(reversed(chain))
         chain.append(
             TreeStep(
@@ -77,9 +86,8 @@ def corpus_chain(finder: Finder, origin_id: str) -> list[TreeStep]:
         )
         current = node["parent_id"]
     if current is not None and current.startswith("ck-"):
-        chunk = finder.row(CHUNKS, current)
+        chunk = _found(finder, CHUNKS, current, "chunk")
         if chunk is None:
-            finder.warnings.append(f"chunk {current!r} is not in {finder.where(CHUNKS)}")
             return list(reversed(chain))
         chain.append(
             TreeStep(
@@ -95,9 +103,8 @@ def corpus_chain(finder: Finder, origin_id: str) -> list[TreeStep]:
         )
         current = chunk["parent_id"]
     if current is not None:
-        document = finder.row(DOCUMENTS, current)
+        document = _found(finder, DOCUMENTS, current, "document")
         if document is None:
-            finder.warnings.append(f"document {current!r} is not in {finder.where(DOCUMENTS)}")
             return list(reversed(chain))
         chain.append(
             TreeStep(
